@@ -1,0 +1,160 @@
+//! Every HTTP error, mapped in one place to a status and an RFC 9457
+//! `application/problem+json` body.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::engine::{CancelError, SubmitError};
+use crate::model::{FieldError, Operation};
+use crate::store::StoreError;
+
+/// An API error; converts into a problem+json response.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request is malformed or invalid; every field error listed.
+    Invalid {
+        /// What is wrong, in one sentence.
+        detail: String,
+        /// Each field's problem.
+        errors: Vec<FieldError>,
+    },
+    /// 404: no such resource.
+    NotFound(String),
+    /// 409: conflicts with the current state; the operation in question is included.
+    Conflict {
+        /// What conflicts.
+        detail: String,
+        /// The operation it conflicts with.
+        operation: Box<Operation>,
+    },
+    /// 500: a host-side fault; details go to the log, not the client.
+    Internal(String),
+    /// 502: the plugin failed while validating.
+    Plugin(String),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    errors: &'a [FieldError],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operation: Option<&'a Operation>,
+}
+
+impl ApiError {
+    /// A 400 for one field.
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            detail: "the request is invalid".into(),
+            errors: vec![FieldError::new(field, message)],
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title, detail, errors, operation) = match &self {
+            ApiError::Invalid { detail, errors } => (
+                StatusCode::BAD_REQUEST,
+                "invalid-request",
+                "Invalid request",
+                detail.as_str(),
+                errors.as_slice(),
+                None,
+            ),
+            ApiError::NotFound(detail) => (
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Not found",
+                detail.as_str(),
+                &[][..],
+                None,
+            ),
+            ApiError::Conflict { detail, operation } => (
+                StatusCode::CONFLICT,
+                "conflict",
+                "Conflict",
+                detail.as_str(),
+                &[][..],
+                Some(operation.as_ref()),
+            ),
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "the server failed; see its log",
+                    &[][..],
+                    None,
+                )
+            }
+            ApiError::Plugin(detail) => (
+                StatusCode::BAD_GATEWAY,
+                "plugin-failed",
+                "Plugin failed",
+                detail.as_str(),
+                &[][..],
+                None,
+            ),
+        };
+        let kind = format!("https://opal.dev/problems/{kind}");
+        let body = Problem {
+            kind: &kind,
+            title,
+            status: status.as_u16(),
+            detail,
+            errors,
+            operation,
+        };
+        let mut response = (status, axum::Json(body)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> Self {
+        match e {
+            SubmitError::UnknownType(name) => {
+                ApiError::NotFound(format!("no plugin implements operation type {name:?}"))
+            }
+            SubmitError::Invalid(errors) => ApiError::Invalid {
+                detail: "the params are invalid".into(),
+                errors,
+            },
+            SubmitError::Plugin(fault) => ApiError::Plugin(format!(
+                "the plugin could not validate the params: it {fault}"
+            )),
+            SubmitError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<CancelError> for ApiError {
+    fn from(e: CancelError) -> Self {
+        match e {
+            CancelError::NotFound(id) => ApiError::NotFound(format!("no operation {id}")),
+            CancelError::AlreadyEnded(op) => ApiError::Conflict {
+                detail: format!("operation already ended ({})", op.status.as_str()),
+                operation: op,
+            },
+            CancelError::Store(e) => e.into(),
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! The runner: one task per operation, from `running` to a terminal status.
+//!
+//! It starts the plugin's `run` in the sandbox and, while that runs, forwards
+//! log lines and throttled progress to the store. When `run` ends it drains
+//! the remaining log lines, flushes the throttle, and commits the terminal
+//! transition (which the store publishes only once durable).
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use super::{CancelSwitch, Inner};
+use crate::model::{EventKind, LogLevel, OpError, Operation, Status, Timestamp};
+use crate::progress::{LiveProgress, ProgressThrottle};
+use crate::registry::Plugin;
+use crate::sandbox::{Fault, LogLine, RunHooks, RunOutput};
+use crate::store::Change;
+
+/// Log lines waiting to be stored, per operation. A plugin that logs faster
+/// than the store commits waits (its `log` call is async) once this is full.
+const LOG_QUEUE: usize = 256;
+
+pub(super) async fn run(
+    inner: &Inner,
+    mut op: Operation,
+    plugin: Arc<Plugin>,
+    switch: &CancelSwitch,
+) {
+    let store = &inner.store;
+    op.status = Status::Running;
+    op.started_at = Some(Timestamp::now());
+    op.message = "starting".to_owned();
+    if let Err(e) = store.enqueue(started(&op)).await {
+        tracing::error!(op = %op.id, error = %e, "cannot record start; not running");
+        return;
+    }
+
+    let (progress_tx, progress_rx) = watch::channel(LiveProgress::default());
+    let (log_tx, mut log_rx) = mpsc::channel(LOG_QUEUE);
+    let hooks = RunHooks {
+        progress: progress_tx,
+        logs: log_tx,
+        cancel: switch.requested.clone(),
+    };
+    let mut throttle = ProgressThrottle::new(progress_rx, inner.config.progress_window);
+    let mut panic = PanicWatch::default();
+    let (target, params) = (op.target.clone(), op.params.to_string());
+
+    let result = {
+        let run = plugin.component.run(
+            &inner.sandbox,
+            &target,
+            &params,
+            hooks,
+            plugin.default_timeout,
+            switch.forced.clone(),
+        );
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut run => break result,
+                () = inner.shutdown.cancelled() => {
+                    tracing::info!(op = %op.id, "server shutting down; the next start records this run as interrupted");
+                    return;
+                }
+                Some(line) = log_rx.recv() => {
+                    panic.observe(&line);
+                    let _ = store.enqueue(log(&op, line)).await;
+                }
+                live = throttle.next() => {
+                    apply(&mut op, live);
+                    let _ = store.enqueue(progress(&op)).await;
+                }
+            }
+        }
+    };
+
+    // The sandbox is gone; whatever it queued is still ours to record, in order.
+    while let Ok(line) = log_rx.try_recv() {
+        panic.observe(&line);
+        let _ = store.enqueue(log(&op, line)).await;
+    }
+    if let Some(live) = throttle.flush() {
+        apply(&mut op, live);
+        let _ = store.enqueue(progress(&op)).await;
+    }
+
+    let by = switch.by.lock().expect("cancel switch poisoned").clone();
+    let kind = finish(&mut op, result, panic.message, by);
+    let at = op.finished_at.unwrap_or_else(Timestamp::now);
+    tracing::info!(op = %op.id, r#type = %op.op_type, status = op.status.as_str(), "operation ended");
+    if let Err(e) = store
+        .commit(Change::Operation {
+            kind,
+            operation: op.clone(),
+            at,
+        })
+        .await
+    {
+        tracing::error!(op = %op.id, error = %e, "cannot record the end of an operation");
+    }
+}
+
+fn started(op: &Operation) -> Change {
+    Change::Operation {
+        kind: EventKind::Started,
+        operation: op.clone(),
+        at: op.started_at.unwrap_or_else(Timestamp::now),
+    }
+}
+
+fn progress(op: &Operation) -> Change {
+    Change::Operation {
+        kind: EventKind::Progress,
+        operation: op.clone(),
+        at: Timestamp::now(),
+    }
+}
+
+fn log(op: &Operation, line: LogLine) -> Change {
+    Change::Log {
+        op_id: op.id,
+        level: line.level,
+        message: line.message,
+        at: line.at,
+    }
+}
+
+/// Copies the plugin's live progress into the operation.
+fn apply(op: &mut Operation, live: LiveProgress) {
+    op.progress = live.percent;
+    if !live.message.is_empty() {
+        op.message = live.message;
+    }
+    if live.phase.is_some() {
+        op.phase = live.phase;
+    }
+    if let Some(details) = live.details {
+        op.details = details;
+    }
+}
+
+/// Sets the terminal status, message and error from how the run ended.
+fn finish(
+    op: &mut Operation,
+    result: Result<RunOutput, Fault>,
+    panic: Option<String>,
+    cancelled_by: Option<String>,
+) -> EventKind {
+    op.finished_at = Some(Timestamp::now());
+    let fail = |op: &mut Operation, code: &str, message: String| {
+        op.status = Status::Failed;
+        op.message = message.clone();
+        op.error = Some(OpError::new(code, message));
+        EventKind::Failed
+    };
+    match result {
+        Ok(RunOutput::Completed { message, details }) => {
+            op.status = Status::Completed;
+            op.progress = 100;
+            op.message = if message.is_empty() {
+                "completed".to_owned()
+            } else {
+                message
+            };
+            if let Some(details) = details {
+                op.details = details;
+            }
+            EventKind::Completed
+        }
+        Ok(RunOutput::Failed(message)) => fail(op, "plugin_error", message),
+        Ok(RunOutput::InvalidParams(errors)) => {
+            let list: Vec<String> = errors.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+            fail(
+                op,
+                "invalid_params",
+                format!("invalid params: {}", list.join("; ")),
+            )
+        }
+        Ok(RunOutput::Cancelled) | Err(Fault::ForcedStop) => {
+            op.status = Status::Cancelled;
+            let forced = if matches!(result, Err(Fault::ForcedStop)) {
+                " (stopped by force after the grace period)"
+            } else {
+                ""
+            };
+            op.message = match cancelled_by {
+                Some(by) => format!("cancelled by {by}{forced}"),
+                None => format!("cancelled{forced}"),
+            };
+            EventKind::Cancelled
+        }
+        Err(fault) => {
+            let code = match &fault {
+                Fault::Timeout(_) => "timeout",
+                Fault::MemoryLimit(_) => "memory_limit",
+                Fault::Trap(_) if panic.is_some() => "panic",
+                Fault::Trap(_) => "trap",
+                _ => "internal",
+            };
+            let message = match (&fault, panic) {
+                (Fault::Trap(_), Some(panic)) => format!("plugin panicked: {panic}"),
+                (fault, _) => format!("plugin {fault}"),
+            };
+            fail(op, code, message)
+        }
+    }
+}
+
+/// Spots a Rust panic message in the plugin's stderr, so a crash can be
+/// reported with the plugin's own words instead of "unreachable".
+#[derive(Default)]
+struct PanicWatch {
+    /// Saw "panicked at <location>:"; the message is on the next line.
+    armed: bool,
+    message: Option<String>,
+}
+
+impl PanicWatch {
+    fn observe(&mut self, line: &LogLine) {
+        if line.level != LogLevel::Warn || self.message.is_some() {
+            return;
+        }
+        if self.armed {
+            self.message = Some(line.message.trim().to_owned());
+        } else if line.message.contains(" panicked at ") {
+            self.armed = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stderr(text: &str) -> LogLine {
+        LogLine {
+            level: LogLevel::Warn,
+            message: text.to_owned(),
+            at: Timestamp::now(),
+        }
+    }
+
+    #[test]
+    fn panic_message_is_the_line_after_the_location() {
+        let mut watch = PanicWatch::default();
+        watch.observe(&stderr("starting"));
+        watch.observe(&stderr("thread '<unnamed>' panicked at src/lib.rs:10:5:"));
+        watch.observe(&stderr("disk on fire"));
+        watch.observe(&stderr("note: run with `RUST_BACKTRACE=1`"));
+        assert_eq!(watch.message.as_deref(), Some("disk on fire"));
+    }
+
+    #[test]
+    fn cancelled_run_names_who_cancelled() {
+        let mut op = Operation::pending("demo", "0.1.0", "t", serde_json::json!({}), "api");
+        let kind = finish(
+            &mut op,
+            Err(Fault::ForcedStop),
+            None,
+            Some("user:ann".into()),
+        );
+        assert_eq!(kind, EventKind::Cancelled);
+        assert_eq!(op.status, Status::Cancelled);
+        assert!(
+            op.message.contains("user:ann") && op.message.contains("by force"),
+            "{}",
+            op.message
+        );
+    }
+
+    #[test]
+    fn faults_map_to_codes() {
+        let code = |fault| {
+            let mut op = Operation::pending("demo", "0.1.0", "t", serde_json::json!({}), "api");
+            finish(&mut op, Err(fault), None, None);
+            op.error.unwrap().code
+        };
+        assert_eq!(
+            code(Fault::Timeout(std::time::Duration::from_secs(1))),
+            "timeout"
+        );
+        assert_eq!(code(Fault::MemoryLimit(64 << 20)), "memory_limit");
+        assert_eq!(code(Fault::Trap("unreachable".into())), "trap");
+    }
+}

@@ -1,0 +1,34 @@
+//! opal-host: the Opal operations engine.
+//!
+//! Each module owns one concern and talks to the others through a small
+//! typed handle (see `docs/architecture.md`):
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`model`] | the shared data types: operations, events, seqs |
+//! | [`config`] | server settings and defaults |
+//! | [`store`] | the redb file and its single group-commit writer |
+//! | [`sandbox`] | wasmtime: engine, limits, component cache, calls into plugins |
+//! | [`registry`] | which plugins are loaded, by operation type |
+//! | [`progress`] | the per-operation progress throttle |
+//! | [`engine`] | operation lifecycle: admission, runners, cancel, recovery |
+//! | [`hub`] | topics, snapshots and fan-out to connections |
+//! | [`ws`] | the WebSocket protocol |
+//! | [`api`] | the HTTP API |
+//! | [`server`] | assembling and stopping all of the above |
+
+pub mod api;
+pub mod bundled;
+pub mod config;
+pub mod engine;
+pub mod hub;
+pub mod model;
+pub mod progress;
+pub mod registry;
+pub mod sandbox;
+pub mod server;
+pub mod store;
+pub mod ws;
+
+pub use config::ServerConfig;
+pub use server::{RunningServer, start};

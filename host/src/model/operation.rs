@@ -1,0 +1,177 @@
+//! The operation record: what is stored, returned by the API and carried in events.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use ulid::Ulid;
+
+use super::Timestamp;
+
+/// An operation's id: a ULID, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OperationId(Ulid);
+
+impl OperationId {
+    /// A fresh id for an operation created now.
+    pub fn new() -> Self {
+        OperationId(Ulid::new())
+    }
+
+    /// The id as the `u128` key the store uses.
+    pub fn to_key(self) -> u128 {
+        self.0.0
+    }
+
+    /// The id from a store key.
+    pub fn from_key(key: u128) -> Self {
+        OperationId(Ulid(key))
+    }
+}
+
+impl Default for OperationId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for OperationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for OperationId {
+    type Err = ulid::DecodeError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ulid::from_string(s).map(OperationId)
+    }
+}
+
+/// Where an operation is in its lifecycle.
+///
+/// `pending -> running -> completed | failed | cancelled`, and `pending -> cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Accepted and durable, not started yet.
+    Pending,
+    /// The plugin is running.
+    Running,
+    /// The plugin returned success.
+    Completed,
+    /// The plugin failed, trapped, timed out or was interrupted.
+    Failed,
+    /// Someone cancelled it.
+    Cancelled,
+}
+
+impl Status {
+    /// True for the three final statuses.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
+    }
+
+    /// The name used in JSON and query strings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Why an operation failed: a stable machine code and a message for people.
+///
+/// Codes: `plugin_error` (the plugin reported failure), `invalid_params`,
+/// `timeout`, `trap` (the plugin crashed), `memory_limit`, `interrupted` (the
+/// host stopped while it ran), `internal` (a host-side fault).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpError {
+    /// Stable machine-readable code.
+    pub code: String,
+    /// What happened, for the operator.
+    pub message: String,
+}
+
+impl OpError {
+    /// An error with `code` and `message`.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        OpError {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One operation: the unit Opal runs, tracks and reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    /// Unique id (ULID).
+    pub id: OperationId,
+    /// The operation type: the plugin's name.
+    #[serde(rename = "type")]
+    pub op_type: String,
+    /// The version of the plugin that runs (or ran) it.
+    pub plugin_version: String,
+    /// The resource it acts on, e.g. a connection id.
+    pub target: String,
+    /// The params it was started with (a JSON object).
+    pub params: serde_json::Value,
+    /// Lifecycle status.
+    pub status: Status,
+    /// Overall progress, 0-100.
+    pub progress: u8,
+    /// What it is doing now, or how it ended.
+    pub message: String,
+    /// Plugin-defined details (a JSON object), e.g. `{completed_certs: 3}`.
+    pub details: serde_json::Value,
+    /// The phase the plugin last entered.
+    pub phase: Option<String>,
+    /// Set when `status` is `failed`.
+    pub error: Option<OpError>,
+    /// Who started it: `user:<name>`, `schedule:<id>` or `api`.
+    pub created_by: String,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+    /// When the plugin started running.
+    pub started_at: Option<Timestamp>,
+    /// When it reached a terminal status.
+    pub finished_at: Option<Timestamp>,
+    /// 1 for the first run; more when re-queued after an interruption.
+    pub attempt: u32,
+}
+
+impl Operation {
+    /// A new `pending` operation.
+    pub fn pending(
+        op_type: &str,
+        plugin_version: &str,
+        target: &str,
+        params: serde_json::Value,
+        created_by: &str,
+    ) -> Self {
+        Operation {
+            id: OperationId::new(),
+            op_type: op_type.to_owned(),
+            plugin_version: plugin_version.to_owned(),
+            target: target.to_owned(),
+            params,
+            status: Status::Pending,
+            progress: 0,
+            message: "queued".to_owned(),
+            details: serde_json::Value::Object(Default::default()),
+            phase: None,
+            error: None,
+            created_by: created_by.to_owned(),
+            created_at: Timestamp::now(),
+            started_at: None,
+            finished_at: None,
+            attempt: 1,
+        }
+    }
+}

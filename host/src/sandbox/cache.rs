@@ -1,0 +1,85 @@
+//! The on-disk cache of precompiled components.
+//!
+//! A compiled artifact is only valid for the exact component bytes and the
+//! exact engine (Wasmtime version, target, compiler settings), so the file name
+//! carries both: `<sha256 of the component>-<engine hash>.cwasm`. A change to
+//! either is a different name, i.e. a miss; stale files are never read.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::Engine;
+use wasmtime::component::Component;
+
+use super::SandboxError;
+
+/// The hex sha256 of `bytes`.
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A stable digest of `Engine::precompile_compatibility_hash` (std's
+/// `DefaultHasher` may change between Rust releases; sha256 does not).
+pub(crate) fn engine_hash(engine: &Engine) -> String {
+    struct ShaHasher(Sha256);
+    impl Hasher for ShaHasher {
+        fn finish(&self) -> u64 {
+            unreachable!("only `write` is used")
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            self.0.update(bytes);
+        }
+    }
+    let mut hasher = ShaHasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hex::encode(&hasher.0.finalize()[..12])
+}
+
+/// Where the compiled form of the component with digest `sha256` lives.
+fn artifact_path(dir: &Path, sha256: &str, engine_hash: &str) -> PathBuf {
+    dir.join(format!("{sha256}-{engine_hash}.cwasm"))
+}
+
+/// Loads the component from the cache, or compiles and caches it.
+/// Returns the component and whether it came from the cache.
+pub(crate) fn load(
+    engine: &Engine,
+    dir: &Path,
+    wasm: &[u8],
+    sha256: &str,
+) -> Result<(Component, bool), SandboxError> {
+    let path = artifact_path(dir, sha256, &engine_hash(engine));
+    if path.exists() {
+        // SAFETY: the file is one this function wrote with `precompile_component`
+        // of this exact engine configuration (the name encodes it), into a
+        // directory owned by the host; Wasmtime also checks the header.
+        #[allow(unsafe_code)]
+        match unsafe { Component::deserialize_file(engine, &path) } {
+            Ok(component) => return Ok((component, true)),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unusable cached artifact; recompiling")
+            }
+        }
+    }
+    let compiled = engine
+        .precompile_component(wasm)
+        .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+    if let Err(e) = write_atomically(dir, &path, &compiled) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled plugin; continuing without");
+    }
+    // SAFETY: `compiled` was produced just above by this engine.
+    #[allow(unsafe_code)]
+    let component = unsafe { Component::deserialize(engine, &compiled) }
+        .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+    Ok((component, false))
+}
+
+/// Writes to a temporary file and renames it into place, so a reader never
+/// sees a half-written artifact.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,248 @@
+//! Calling a component's exports, each call in a fresh, bounded `Store`.
+//!
+//! Every call gets:
+//! - a new `Store` from the pooling allocator, dropped afterwards (a trapped
+//!   store is never reused);
+//! - a memory cap ([`super::host::MemoryCap`]);
+//! - an epoch deadline one tick away, whose callback yields to the runtime and
+//!   checks the deadline and the force-stop flag, so a spinning guest is
+//!   stopped within a tick;
+//! - a `tokio::time::timeout` around the whole call, so a guest blocked in an
+//!   async host call (a WASI sleep) is stopped too.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::WasiCtxBuilder;
+
+use super::bindings::opal::plugin::types as wit;
+use super::host::{HostState, RunHooks};
+use super::stdio::LogStream;
+use super::{Component, Sandbox};
+use crate::model::LogLevel;
+
+/// How long `describe` and `validate` may take.
+const QUICK_CALL_LIMIT: Duration = Duration::from_secs(5);
+
+/// Why a call ended abnormally: the plugin did not return.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Fault {
+    /// It ran past its wall-clock limit.
+    #[error("did not finish within {} ms", .0.as_millis())]
+    Timeout(Duration),
+    /// It was stopped by force after a cancel request.
+    #[error("was stopped after ignoring a cancel request")]
+    ForcedStop,
+    /// It tried to grow its memory past the cap.
+    #[error("exceeded its memory limit of {} MiB", .0 / (1024 * 1024))]
+    MemoryLimit(usize),
+    /// It crashed: a wasm trap (including a Rust panic, which aborts).
+    #[error("crashed: {0}")]
+    Trap(String),
+    /// It could not be instantiated (e.g. the instance pool is exhausted).
+    #[error("could not be started: {0}")]
+    Instantiate(String),
+}
+
+/// What `describe` returned.
+#[derive(Debug, Clone)]
+pub struct PluginDescription {
+    /// Operation type name.
+    pub name: String,
+    /// Plugin version (semver text, unchecked).
+    pub version: String,
+    /// Short title.
+    pub title: String,
+    /// What it does.
+    pub description: String,
+    /// JSON Schema text of the params.
+    pub params_schema: String,
+    /// Default wall-clock limit.
+    pub default_timeout: Duration,
+    /// Whether interrupted runs may be re-run.
+    pub retry_safe: bool,
+}
+
+/// How a run that returned ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunOutput {
+    /// Success, with a message and optional final details.
+    Completed {
+        /// Summary line.
+        message: String,
+        /// Final details, if the plugin replaced them.
+        details: Option<serde_json::Value>,
+    },
+    /// The plugin reported failure.
+    Failed(String),
+    /// The plugin rejected its params at run time: (field, message) pairs.
+    InvalidParams(Vec<(String, String)>),
+    /// The plugin honoured a cancel request.
+    Cancelled,
+}
+
+impl Component {
+    /// Calls `describe`.
+    pub async fn describe(&self, sandbox: &Sandbox) -> Result<PluginDescription, Fault> {
+        let mut store = new_store(sandbox, None, QUICK_CALL_LIMIT, None);
+        let info = call(&mut store, QUICK_CALL_LIMIT, async |store| {
+            let instance = self.pre.instantiate_async(&mut *store).await?;
+            instance.call_describe(&mut *store).await
+        })
+        .await?;
+        Ok(PluginDescription {
+            name: info.name,
+            version: info.version,
+            title: info.title,
+            description: info.description,
+            params_schema: info.params_schema,
+            default_timeout: Duration::from_millis(info.default_timeout_ms),
+            retry_safe: info.retry_safe,
+        })
+    }
+
+    /// Calls `validate`; returns the field errors, empty if the params are fine.
+    pub async fn validate(
+        &self,
+        sandbox: &Sandbox,
+        params: &str,
+    ) -> Result<Vec<(String, String)>, Fault> {
+        let mut store = new_store(sandbox, None, QUICK_CALL_LIMIT, None);
+        let result = call(&mut store, QUICK_CALL_LIMIT, async |store| {
+            let instance = self.pre.instantiate_async(&mut *store).await?;
+            instance.call_validate(&mut *store, params).await
+        })
+        .await?;
+        Ok(result
+            .err()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| (e.field, e.message))
+            .collect())
+    }
+
+    /// Calls `run` with `hooks` connected, within `timeout`. Setting
+    /// `force_stop` stops the guest within one epoch tick.
+    pub async fn run(
+        &self,
+        sandbox: &Sandbox,
+        target: &str,
+        params: &str,
+        hooks: RunHooks,
+        timeout: Duration,
+        force_stop: Arc<AtomicBool>,
+    ) -> Result<RunOutput, Fault> {
+        let mut store = new_store(sandbox, Some(hooks), timeout, Some(force_stop));
+        let result = call(&mut store, timeout, async |store| {
+            let instance = self.pre.instantiate_async(&mut *store).await?;
+            instance.call_run(&mut *store, target, params).await
+        })
+        .await?;
+        Ok(match result {
+            Ok(outcome) => RunOutput::Completed {
+                message: outcome.message,
+                details: match outcome.details.trim() {
+                    "" => None,
+                    text => Some(
+                        serde_json::from_str(text)
+                            .unwrap_or_else(|_| serde_json::json!({ "text": text })),
+                    ),
+                },
+            },
+            Err(wit::RunError::Failed(message)) => RunOutput::Failed(message),
+            Err(wit::RunError::InvalidParams(errors)) => {
+                RunOutput::InvalidParams(errors.into_iter().map(|e| (e.field, e.message)).collect())
+            }
+            Err(wit::RunError::Cancelled) => RunOutput::Cancelled,
+        })
+    }
+}
+
+fn new_store(
+    sandbox: &Sandbox,
+    hooks: Option<RunHooks>,
+    limit: Duration,
+    force_stop: Option<Arc<AtomicBool>>,
+) -> Store<HostState> {
+    let mut wasi = WasiCtxBuilder::new();
+    if let Some(hooks) = &hooks {
+        wasi.stdout(LogStream {
+            level: LogLevel::Info,
+            logs: hooks.logs.clone(),
+        });
+        wasi.stderr(LogStream {
+            level: LogLevel::Warn,
+            logs: hooks.logs.clone(),
+        });
+    }
+    let mut store = Store::new(
+        &sandbox.engine,
+        HostState::new(wasi.build(), sandbox.config.memory_limit, hooks),
+    );
+    store.limiter(|state| &mut state.memory);
+    let deadline = Instant::now() + limit;
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            return Err(wasmtime::Error::new(Fault::Timeout(limit)));
+        }
+        if force_stop
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed))
+        {
+            return Err(wasmtime::Error::new(Fault::ForcedStop));
+        }
+        Ok(UpdateDeadline::Yield(1))
+    });
+    store
+}
+
+/// Runs `f` on the store within `limit`, and turns every way it can go wrong
+/// into a [`Fault`].
+async fn call<R>(
+    store: &mut Store<HostState>,
+    limit: Duration,
+    f: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
+) -> Result<R, Fault> {
+    let outcome = tokio::time::timeout(limit, f(store)).await;
+    match outcome {
+        Ok(Ok(value)) => Ok(value),
+        Err(_elapsed) => Err(Fault::Timeout(limit)),
+        Ok(Err(error)) => Err(classify(store, &error)),
+    }
+}
+
+fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> Fault {
+    if let Some(fault) = error.downcast_ref::<Fault>() {
+        return fault.clone();
+    }
+    if store.data().memory.hit {
+        return Fault::MemoryLimit(store.data().memory.limit);
+    }
+    if let Some(trap) = error.downcast_ref::<Trap>() {
+        return Fault::Trap(trap_text(*trap, error));
+    }
+    if error.to_string().contains("instantiat") || error.to_string().contains("pool") {
+        return Fault::Instantiate(format!("{error:#}"));
+    }
+    Fault::Trap(format!("{error:#}"))
+}
+
+/// The trap's own words plus the innermost guest frame, if the backtrace has one.
+fn trap_text(trap: Trap, error: &wasmtime::Error) -> String {
+    let frame = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(|bt| {
+            bt.frames()
+                .iter()
+                .find_map(|f| f.func_name().map(str::to_owned))
+        });
+    match frame {
+        Some(func) => format!("{trap} (in {func})"),
+        None => trap.to_string(),
+    }
+}

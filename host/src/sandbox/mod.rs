@@ -1,0 +1,155 @@
+//! `sandbox`: Wasmtime, and everything about running plugin code safely.
+//!
+//! Owns the wasmtime `Engine` (pooling allocator, epoch interruption, async),
+//! the `Linker`, the epoch ticker and the compiled-component cache. It turns
+//! component bytes into a [`Component`] (compiled once, linked once into the
+//! `*Pre`) and runs its exports, each call in a fresh `Store` with a memory cap,
+//! an epoch deadline and a wall-clock timeout. It knows nothing of operations'
+//! lifecycle or storage: what a run means is the engine's business.
+
+mod bindings;
+mod cache;
+mod call;
+mod host;
+mod stdio;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::Linker;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use call::{Fault, PluginDescription, RunOutput};
+pub use host::{LogLine, RunHooks};
+
+use bindings::OperationPre;
+use host::HostState;
+
+/// How often the epoch advances. A busy guest yields to the runtime (and its
+/// timeout and cancel checks run) once per tick.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Sandbox limits, from the operator's config.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where compiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Linear memory cap per store, in bytes.
+    pub memory_limit: usize,
+    /// Most stores alive at once (pooling allocator slots).
+    pub max_instances: u32,
+}
+
+/// Why loading or calling a plugin failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The engine could not be built from the config.
+    #[error("cannot configure the wasm engine: {0}")]
+    Engine(String),
+    /// The bytes are not a valid component, or did not compile.
+    #[error("cannot compile the component: {0}")]
+    Compile(String),
+    /// The component does not fit the `opal:plugin` world or its imports.
+    #[error("cannot link the component: {0}")]
+    Link(String),
+    /// A call into the plugin failed.
+    #[error("{0}")]
+    Call(#[from] Fault),
+}
+
+/// The shared wasm runtime. One per server.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    config: SandboxConfig,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+/// A compiled and linked plugin component, ready to instantiate.
+#[derive(Clone)]
+pub struct Component {
+    pre: OperationPre<HostState>,
+    /// Hex sha256 of the component bytes.
+    pub sha256: String,
+    /// Whether it was loaded from the precompiled cache.
+    pub from_cache: bool,
+}
+
+impl Sandbox {
+    /// Builds the engine and linker and starts the epoch ticker.
+    pub fn new(config: SandboxConfig) -> Result<Arc<Sandbox>, SandboxError> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(config.max_instances)
+            .total_core_instances(config.max_instances * 4)
+            .total_memories(config.max_instances * 2)
+            .total_tables(config.max_instances * 4)
+            .total_stacks(config.max_instances)
+            .max_memory_size(config.memory_limit);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(1 << 20)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        bindings::Operation::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (stop, ticking) = (ticker_stop.clone(), engine.clone());
+        std::thread::Builder::new()
+            .name("opal-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| SandboxError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+
+        Ok(Arc::new(Sandbox {
+            engine,
+            linker,
+            config,
+            ticker_stop,
+        }))
+    }
+
+    /// Compiles (or loads from the cache) and links a component.
+    pub fn load(&self, wasm: &[u8]) -> Result<Component, SandboxError> {
+        let sha256 = cache::sha256_hex(wasm);
+        let (component, from_cache) =
+            cache::load(&self.engine, &self.config.cache_dir, wasm, &sha256)?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        let pre =
+            OperationPre::new(instance_pre).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        Ok(Component {
+            pre,
+            sha256,
+            from_cache,
+        })
+    }
+
+    /// The memory cap per store.
+    pub fn memory_limit(&self) -> usize {
+        self.config.memory_limit
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}

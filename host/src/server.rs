@@ -1,0 +1,128 @@
+//! `server`: assembles the modules into a running server, and takes it apart.
+//!
+//! Start-up order matters: the store opens (and migrates) first, the hub is
+//! seeded from it, the writer is connected to the hub, plugins load, the
+//! engine recovers interrupted operations, and only then does the listener
+//! accept connections. Shutdown runs the other way and waits for the store's
+//! writer to drain, so nothing acknowledged is lost.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{AppState, router};
+use crate::config::ServerConfig;
+use crate::engine::{Engine, EngineConfig};
+use crate::hub::Hub;
+use crate::model::Event;
+use crate::registry::Registry;
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::store::{Publish, Store};
+
+/// A server that is accepting connections.
+pub struct RunningServer {
+    /// The address it listens on (the real port, even for port 0).
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, closes sockets, stops runners, drains the store.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await?
+    }
+
+    /// Runs until `signal` completes, then shuts down.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        signal.await;
+        self.shutdown().await
+    }
+}
+
+/// Forwards the writer's batches to the hub once it exists: the store must
+/// open first (the hub is seeded from it), but the writer needs its sink at
+/// once. Nothing is published before the hub is set, because nothing is
+/// written before the engine starts.
+struct LateHub(OnceLock<Arc<Hub>>);
+
+impl Publish for LateHub {
+    fn publish(&self, events: Vec<Event>) {
+        match self.0.get() {
+            Some(hub) => hub.publish(events),
+            None => tracing::debug!(
+                count = events.len(),
+                "events committed before the hub existed"
+            ),
+        }
+    }
+}
+
+/// Starts a server with `config`; returns once it accepts connections.
+pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    let sink = Arc::new(LateHub(OnceLock::new()));
+    let (store, writer) = Store::open(&config.data_dir, sink.clone())?;
+    let hub = Hub::new(
+        store.last_seq()?,
+        store.active()?,
+        store
+            .list(crate::hub::RECENT_TERMINAL, None)?
+            .into_iter()
+            .filter(|op| op.status.is_terminal())
+            .collect(),
+    );
+    let _ = sink.0.set(hub.clone());
+
+    let sandbox = Sandbox::new(SandboxConfig {
+        cache_dir: config.data_dir.join("cache"),
+        memory_limit: config.memory_limit,
+        max_instances: config.max_instances,
+    })?;
+    let bundled: &[(&str, &'static [u8])] = if config.bundled_plugins {
+        crate::bundled::BUNDLED
+    } else {
+        &[]
+    };
+    let registry = Arc::new(Registry::load(&sandbox, bundled, &config.plugin_dirs).await);
+    let engine = Engine::start(
+        store.clone(),
+        registry.clone(),
+        sandbox,
+        EngineConfig {
+            progress_window: config.progress_window,
+            cancel_grace: config.cancel_grace,
+        },
+    )
+    .await?;
+
+    let listener = TcpListener::bind(config.listen).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = CancellationToken::new();
+    let state = AppState {
+        engine: engine.clone(),
+        registry,
+        hub,
+        store,
+        shutdown: shutdown.clone(),
+    };
+    let app = router(state);
+    let stop = shutdown.clone();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await?;
+        engine.shutdown().await;
+        drop(engine);
+        // Every `Store` handle is gone now; the writer drains and exits.
+        tokio::task::spawn_blocking(move || writer.join()).await?;
+        Ok(())
+    });
+    Ok(RunningServer {
+        addr,
+        shutdown,
+        task,
+    })
+}

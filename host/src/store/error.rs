@@ -1,0 +1,41 @@
+//! The store's error type.
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The data directory could not be created or read.
+    #[error("cannot use data directory {0}: {1}")]
+    Io(String, #[source] std::io::Error),
+    /// The redb file could not be opened (e.g. another Opal holds it).
+    #[error("cannot open data file {0}: {1}")]
+    Open(String, #[source] redb::DatabaseError),
+    /// Migration failed or the file is too new.
+    #[error(transparent)]
+    Migrate(#[from] opal_migrations::MigrateError),
+    /// A redb operation failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] redb::Error),
+    /// A stored record could not be decoded.
+    #[error("corrupt record {0}: {1}")]
+    Corrupt(String, #[source] serde_json::Error),
+    /// The writer has stopped (the server is shutting down).
+    #[error("the store is shut down")]
+    Closed,
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Storage(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);

@@ -1,0 +1,28 @@
+//! The tables of the current schema version.
+//!
+//! Keys are chosen so the common reads are range scans:
+//! - operation ids are ULIDs stored as `u128`, so key order is creation order;
+//! - events are keyed `(operation, seq)`, so one operation's history is one range;
+//! - `active` maps `(type, target)` to the operation holding it, which is what
+//!   duplicate prevention checks.
+//!
+//! Values are JSON documents (`&[u8]`): the records evolve by adding optional
+//! fields, which JSON absorbs without a migration.
+
+use redb::TableDefinition;
+
+/// `meta`: `schema_version` and other small counters.
+pub const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
+/// `meta` key of the schema version.
+pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// `meta` key of the last event sequence number handed out.
+pub const LAST_SEQ_KEY: &str = "last_seq";
+
+/// `operations`: operation id → the operation record (JSON).
+pub const OPERATIONS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("operations");
+/// `events`: (operation id, seq) → the event record (JSON).
+pub const EVENTS: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("events");
+/// `active`: (type, target) → id of the pending or running operation.
+pub const ACTIVE: TableDefinition<'_, (&str, &str), u128> = TableDefinition::new("active");
+/// `schedules`: schedule id → the schedule record (JSON).
+pub const SCHEDULES: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("schedules");

@@ -1,0 +1,239 @@
+//! Shared helpers for the end-to-end tests: a real server on `127.0.0.1:0`
+//! with a real redb file in a temp directory and the bundled plugins (built
+//! for wasm32-wasip2 by opal-host's build script), real HTTP and WebSocket
+//! clients, and bounded waits that fail with a message instead of hanging.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use opal_host::{RunningServer, ServerConfig};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// The longest any single wait in a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// A running server and the temp directory that holds its data.
+pub struct TestServer {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    server: Option<RunningServer>,
+    http: reqwest::Client,
+}
+
+/// An HTTP response: status and JSON body (`Null` if the body is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    /// The status code.
+    pub status: u16,
+    /// The `Location` header, if any.
+    pub location: Option<String>,
+    /// The `Content-Type` header.
+    pub content_type: String,
+    /// The parsed body.
+    pub body: Value,
+}
+
+impl TestServer {
+    /// Starts a server on a fresh data directory inside `dir`.
+    pub async fn start(dir: &Path) -> TestServer {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// Starts a server with the test defaults changed by `tweak`.
+    pub async fn start_with(dir: &Path, tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let mut config = ServerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            data_dir: dir.to_path_buf(),
+            max_instances: 32,
+            ..ServerConfig::default()
+        };
+        tweak(&mut config);
+        let data_dir = config.data_dir.clone();
+        let server = opal_host::start(config).await.expect("server starts");
+        TestServer {
+            base: format!("http://{}", server.addr),
+            data_dir,
+            server: Some(server),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Shuts the server down cleanly and waits until its data file is closed.
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Reply {
+        reply(
+            self.http
+                .get(format!("{}{path}", self.base))
+                .send()
+                .await
+                .expect("GET"),
+        )
+        .await
+    }
+
+    /// `POST path` with a raw body.
+    pub async fn post_raw(&self, path: &str, body: &str) -> Reply {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json");
+        reply(request.body(body.to_owned()).send().await.expect("POST")).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.post_raw(path, &body.to_string()).await
+    }
+
+    /// Starts a demo operation and returns its id (asserting the 202).
+    pub async fn start_demo(&self, target: &str, params: Value) -> String {
+        let reply = self
+            .post(
+                "/api/v1/operations",
+                &json!({"type": "demo", "target": target, "params": params}),
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{reply:?}");
+        reply.body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Polls `GET /operations/{id}` until it is terminal (bounded by [`WAIT`]).
+    pub async fn wait_terminal(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let op = self.get(&format!("/api/v1/operations/{id}")).await.body;
+            if matches!(
+                op["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
+                return op;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "operation {id} did not end: {op}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens a WebSocket and reads its `hello`.
+    pub async fn ws(&self) -> WsClient {
+        let url = format!("{}/api/v1/ws", self.base.replacen("http", "ws", 1));
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        let mut client = WsClient { stream };
+        let hello = client.recv().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(hello["protocol"], 1, "{hello}");
+        client
+    }
+}
+
+async fn reply(response: reqwest::Response) -> Reply {
+    let status = response.status().as_u16();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (location, content_type) = (
+        header("location"),
+        header("content-type").unwrap_or_default(),
+    );
+    let text = response.text().await.unwrap_or_default();
+    Reply {
+        status,
+        location,
+        content_type,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+    }
+}
+
+/// A real WebSocket client speaking Opal's protocol.
+pub struct WsClient {
+    stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl WsClient {
+    /// Sends a JSON message.
+    pub async fn send(&mut self, message: Value) {
+        self.stream
+            .send(Message::Text(message.to_string().into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// Sends raw text.
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(Message::Text(text.into()))
+            .await
+            .expect("ws send");
+    }
+
+    /// The next JSON text message (bounded by [`WAIT`]).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.stream.next())
+                .await
+                .expect("a websocket message within the wait")
+                .expect("the socket is open")
+                .expect("a valid frame");
+            match message {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("JSON text frame");
+                }
+                Message::Close(frame) => panic!("socket closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Subscribes to `topics` and returns their snapshots, in order.
+    pub async fn subscribe(&mut self, topics: &[&str]) -> Vec<Value> {
+        self.send(json!({"type": "subscribe", "topics": topics}))
+            .await;
+        let mut snapshots = Vec::new();
+        for topic in topics {
+            let snapshot = self.recv().await;
+            assert_eq!(snapshot["type"], "snapshot", "{snapshot}");
+            assert_eq!(snapshot["topic"], *topic, "{snapshot}");
+            snapshots.push(snapshot);
+        }
+        snapshots
+    }
+
+    /// Reads events until `id` reaches a terminal event; returns all events
+    /// read (of every operation), in arrival order.
+    pub async fn events_until_terminal(&mut self, id: &str) -> Vec<Value> {
+        let mut events = Vec::new();
+        loop {
+            let message = self.recv().await;
+            assert_eq!(message["type"], "event", "{message}");
+            let terminal = message["operation"]["id"] == id
+                && matches!(
+                    message["event"].as_str(),
+                    Some("operation.completed" | "operation.failed" | "operation.cancelled")
+                );
+            events.push(message);
+            if terminal {
+                return events;
+            }
+        }
+    }
+}
