@@ -237,3 +237,20 @@ impl WsClient {
         }
     }
 }
+
+include!(concat!(env!("OUT_DIR"), "/test_plugins.rs"));
+
+/// Copies the test-only plugins `names` into a fresh directory inside `dir`,
+/// for a server's `plugin_dirs`; returns that directory.
+pub fn plugin_dir(dir: &Path, names: &[&str]) -> PathBuf {
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in names {
+        let (_, path) = TEST_PLUGINS
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no test plugin {name}"));
+        std::fs::copy(path, plugins.join(format!("{name}.wasm"))).unwrap();
+    }
+    plugins
+}

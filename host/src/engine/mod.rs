@@ -167,7 +167,7 @@ impl Engine {
             .store
             .commit(Change::Operation {
                 kind: EventKind::Created,
-                operation: operation.clone(),
+                operation: Arc::new(operation.clone()),
                 at: operation.created_at,
             })
             .await?;

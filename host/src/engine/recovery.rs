@@ -5,6 +5,8 @@
 //! operation is failed with code `interrupted`, durably, before the server
 //! accepts a request, which also releases its `(type, target)` slot.
 
+use std::sync::Arc;
+
 use crate::model::{EventKind, OpError, Status, Timestamp};
 use crate::store::{Change, Store, StoreError};
 
@@ -29,7 +31,7 @@ pub(super) async fn recover(store: &Store) -> Result<(), StoreError> {
         store
             .commit(Change::Operation {
                 kind: EventKind::Failed,
-                operation: op,
+                operation: Arc::new(op),
                 at: now,
             })
             .await?;

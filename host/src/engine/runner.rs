@@ -93,7 +93,7 @@ pub(super) async fn run(
     if let Err(e) = store
         .commit(Change::Operation {
             kind,
-            operation: op.clone(),
+            operation: Arc::new(op.clone()),
             at,
         })
         .await
@@ -105,7 +105,7 @@ pub(super) async fn run(
 fn started(op: &Operation) -> Change {
     Change::Operation {
         kind: EventKind::Started,
-        operation: op.clone(),
+        operation: Arc::new(op.clone()),
         at: op.started_at.unwrap_or_else(Timestamp::now),
     }
 }
@@ -113,7 +113,7 @@ fn started(op: &Operation) -> Change {
 fn progress(op: &Operation) -> Change {
     Change::Operation {
         kind: EventKind::Progress,
-        operation: op.clone(),
+        operation: Arc::new(op.clone()),
         at: Timestamp::now(),
     }
 }

@@ -39,8 +39,8 @@ pub enum Change {
     Operation {
         /// What happened.
         kind: EventKind,
-        /// The operation after it happened.
-        operation: Operation,
+        /// The operation after it happened (shared with the published event).
+        operation: Arc<Operation>,
         /// When it happened.
         at: Timestamp,
     },
@@ -133,7 +133,7 @@ fn apply(txn: &WriteTransaction, change: &Change, seq: Seq) -> Result<Event, Sto
             operation,
             at,
         } => {
-            let op_json = serde_json::to_string(operation)
+            let op_json = serde_json::to_string(operation.as_ref())
                 .map_err(|e| StoreError::Corrupt(operation.id.to_string(), e))?;
             let key = operation.id.to_key();
             txn.open_table(OPERATIONS)?
@@ -159,7 +159,7 @@ fn apply(txn: &WriteTransaction, change: &Change, seq: Seq) -> Result<Event, Sto
                 seq,
                 kind: *kind,
                 op_id: operation.id,
-                operation: Some(Arc::new(operation.clone())),
+                operation: Some(operation.clone()),
                 frame: Utf8Bytes::from(frame),
             })
         }

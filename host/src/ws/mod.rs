@@ -56,10 +56,10 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, store: Store, shutdown: Can
             },
             message = stream.next() => match message {
                 Some(Ok(Message::Text(text))) => {
-                    if let Some(reply) = handle(&connection, &store, &text) {
-                        if sink.send(Message::Text(reply.into())).await.is_err() {
-                            return;
-                        }
+                    if let Some(reply) = handle(&connection, &store, &text)
+                        && sink.send(Message::Text(reply.into())).await.is_err()
+                    {
+                        return;
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {

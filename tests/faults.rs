@@ -1,0 +1,104 @@
+//! A faulty plugin fails its own operation, with a clear error, and nothing
+//! else: the host keeps serving, and other operations complete.
+
+use opal_tests::{TestServer, plugin_dir};
+use serde_json::json;
+
+async fn faulty_server(dir: &std::path::Path) -> TestServer {
+    let plugins = plugin_dir(dir, &["faulty"]);
+    TestServer::start_with(dir, |c| {
+        c.plugin_dirs = vec![plugins];
+        c.memory_limit = 16 * 1024 * 1024;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_fails_only_its_own_operation_with_a_specific_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = faulty_server(dir.path()).await;
+    // An ordinary operation runs through all of it.
+    let ordinary = server
+        .start_demo("bystander", json!({"steps": 20, "step_ms": 100}))
+        .await;
+
+    let cases = [
+        ("spin", "timeout", "did not finish within 1500 ms"),
+        ("sleep", "timeout", "did not finish within 1500 ms"),
+        (
+            "trap",
+            "trap",
+            "crashed: wasm trap: wasm `unreachable` instruction executed",
+        ),
+        ("panic", "panic", "plugin panicked: the disk is on fire"),
+        (
+            "memory",
+            "memory_limit",
+            "exceeded its memory limit of 16 MiB",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (mode, _, _) in &cases {
+        let reply = server
+            .post(
+                "/api/v1/operations",
+                &json!({"type": "faulty", "target": *mode, "params": {"mode": mode}}),
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{reply:?}");
+        ids.push(reply.body["id"].as_str().unwrap().to_owned());
+    }
+    for ((mode, code, words), id) in cases.iter().zip(&ids) {
+        let op = server.wait_terminal(id).await;
+        assert_eq!(op["status"], "failed", "{mode}: {op}");
+        assert_eq!(op["error"]["code"], *code, "{mode}: {op}");
+        let message = op["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(words),
+            "{mode}: {message:?} should say {words:?}"
+        );
+    }
+
+    let bystander = server.wait_terminal(&ordinary).await;
+    assert_eq!(bystander["status"], "completed", "{bystander}");
+    // And the host still starts plugins afterwards.
+    let reply = server
+        .post(
+            "/api/v1/operations",
+            &json!({"type": "faulty", "target": "x", "params": {"mode": "succeed"}}),
+        )
+        .await;
+    let after = server
+        .wait_terminal(reply.body["id"].as_str().unwrap())
+        .await;
+    assert_eq!(after["status"], "completed", "{after}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_directory_is_discovered_next_to_the_bundled_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path(), &["faulty"]);
+    std::fs::write(plugins.join("garbage.wasm"), b"not a component").unwrap();
+    let server =
+        TestServer::start_with(dir.path(), |c| c.plugin_dirs = vec![plugins.clone()]).await;
+    let listed = server.get("/api/v1/plugins").await.body;
+    let names: Vec<&str> = listed["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["demo", "faulty"],
+        "the broken file is skipped, the rest load"
+    );
+    let faulty = server.get("/api/v1/plugins/faulty").await.body;
+    assert_eq!(
+        faulty["source"],
+        plugins.join("faulty.wasm").display().to_string()
+    );
+    assert_eq!(faulty["default_timeout_ms"], 1500);
+    server.stop().await;
+}
