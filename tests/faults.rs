@@ -102,3 +102,43 @@ async fn a_plugin_directory_is_discovered_next_to_the_bundled_plugins() {
     assert_eq!(faulty["default_timeout_ms"], 1500);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_ignores_cancel_is_stopped_by_force_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path(), &["faulty"]);
+    let server = TestServer::start_with(dir.path(), |c| {
+        c.plugin_dirs = vec![plugins];
+        c.cancel_grace = std::time::Duration::from_millis(200);
+    })
+    .await;
+    // Spinning (stopped at an epoch tick) and sleeping (blocked in a host call).
+    for mode in ["spin", "sleep"] {
+        let reply = server
+            .post(
+                "/api/v1/operations",
+                &json!({"type": "faulty", "target": mode, "params": {"mode": mode}}),
+            )
+            .await;
+        let id = reply.body["id"].as_str().unwrap().to_owned();
+        let mut ws = server.ws().await;
+        ws.subscribe(&[&format!("op:{id}")]).await;
+        loop {
+            if ws.recv().await["event"] == "operation.progress" {
+                break;
+            }
+        }
+        let cancel = server
+            .post(&format!("/api/v1/operations/{id}/cancel"), &json!({}))
+            .await;
+        assert_eq!(cancel.status, 202, "{cancel:?}");
+        let op = server.wait_terminal(&id).await;
+        assert_eq!(op["status"], "cancelled", "{mode}: {op}");
+        let message = op["message"].as_str().unwrap();
+        assert!(
+            message.contains("by force"),
+            "{mode}: stopped by the grace period, not the 1.5 s timeout: {message}"
+        );
+    }
+    server.stop().await;
+}

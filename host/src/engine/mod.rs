@@ -100,10 +100,22 @@ struct Inner {
 struct CancelSwitch {
     /// Asked to stop: `progress.cancelled()` returns true.
     requested: Arc<AtomicBool>,
-    /// Stopped by force at the next epoch tick.
+    /// Set when the grace period is over: the epoch callback traps a
+    /// computing guest at its next tick.
     forced: Arc<AtomicBool>,
+    /// Wakes the runner when the grace period is over, so it drops the run
+    /// even while the guest is blocked in an async host call (a sleep).
+    force: tokio::sync::Notify,
     /// Who asked, for the record.
     by: Mutex<Option<String>>,
+}
+
+impl CancelSwitch {
+    fn force(&self) {
+        self.forced.store(true, Ordering::Relaxed);
+        // `notify_one` keeps a permit if the runner is not waiting right now.
+        self.force.notify_one();
+    }
 }
 
 impl Engine {
@@ -209,10 +221,17 @@ impl Engine {
         };
         *switch.by.lock().expect("cancel switch poisoned") = Some(by.to_owned());
         switch.requested.store(true, Ordering::Relaxed);
-        let (forced, grace) = (switch.forced.clone(), self.inner.config.cancel_grace);
+        let (grace, shutdown) = (self.inner.config.cancel_grace, self.inner.shutdown.clone());
+        let forced = switch.clone();
         self.inner.tasks.spawn(async move {
-            tokio::time::sleep(grace).await;
-            forced.store(true, Ordering::Relaxed);
+            // Shutdown stops the runner anyway; don't hold it up for the grace period.
+            if shutdown
+                .run_until_cancelled(tokio::time::sleep(grace))
+                .await
+                .is_some()
+            {
+                forced.force();
+            }
         });
         self.inner.store.get(id)?.ok_or(CancelError::NotFound(id))
     }

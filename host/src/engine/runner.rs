@@ -60,6 +60,7 @@ pub(super) async fn run(
             tokio::select! {
                 biased;
                 result = &mut run => break result,
+                () = switch.force.notified() => break Err(Fault::ForcedStop),
                 () = inner.shutdown.cancelled() => {
                     tracing::info!(op = %op.id, "server shutting down; the next start records this run as interrupted");
                     return;
