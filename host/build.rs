@@ -16,10 +16,7 @@ fn main() {
          pub const BUNDLED: &[(&str, &[u8])] = &[\n",
     );
     for (name, wasm) in &plugins {
-        generated.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
-            wasm.display().to_string()
-        ));
+        generated.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", wasm.display().to_string()));
     }
     generated.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("bundled.rs");

@@ -26,16 +26,7 @@ pub(crate) fn build_all(root: &Path, dir: &str, prefix: &str) -> Vec<(String, Pa
 
     let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(root)
-        .args([
-            "build",
-            "--target",
-            TARGET,
-            "--profile",
-            PROFILE,
-            "--target-dir",
-        ])
-        .arg(&target_dir);
+    cmd.current_dir(root).args(["build", "--target", TARGET, "--profile", PROFILE, "--target-dir"]).arg(&target_dir);
     for name in &crates {
         cmd.args(["-p", &format!("{prefix}{name}")]);
     }
@@ -56,10 +47,7 @@ pub(crate) fn build_all(root: &Path, dir: &str, prefix: &str) -> Vec<(String, Pa
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("cannot run cargo to build the plugins");
-    assert!(
-        status.success(),
-        "building the plugins in {dir}/ for {TARGET} failed (see above)"
-    );
+    assert!(status.success(), "building the plugins in {dir}/ for {TARGET} failed (see above)");
 
     crates
         .into_iter()
@@ -98,17 +86,9 @@ fn outer_target_dir(root: &Path) -> PathBuf {
 /// installed before the file existed): add it rather than fail obscurely.
 fn ensure_target_installed() {
     let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let sysroot = Command::new(&rustc)
-        .args(["--print", "sysroot"])
-        .output()
-        .ok();
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().ok();
     let installed = sysroot
-        .map(|o| {
-            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
-                .join("lib/rustlib")
-                .join(TARGET)
-                .exists()
-        })
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("lib/rustlib").join(TARGET).exists())
         .unwrap_or(false);
     if installed {
         return;
@@ -120,8 +100,5 @@ fn ensure_target_installed() {
         rustup.args(["--toolchain", &toolchain]);
     }
     let ok = rustup.status().map(|s| s.success()).unwrap_or(false);
-    assert!(
-        ok,
-        "the {TARGET} target is missing and `rustup target add {TARGET}` failed; install it by hand"
-    );
+    assert!(ok, "the {TARGET} target is missing and `rustup target add {TARGET}` failed; install it by hand");
 }

@@ -15,10 +15,7 @@ fn main() {
          pub const TEST_PLUGINS: &[(&str, &str)] = &[\n",
     );
     for (name, wasm) in &plugins {
-        generated.push_str(&format!(
-            "    ({name:?}, {:?}),\n",
-            wasm.display().to_string()
-        ));
+        generated.push_str(&format!("    ({name:?}, {:?}),\n", wasm.display().to_string()));
     }
     generated.push_str("];\n");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("test_plugins.rs");

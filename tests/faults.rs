@@ -18,32 +18,19 @@ async fn each_fault_fails_only_its_own_operation_with_a_specific_error() {
     let dir = tempfile::tempdir().unwrap();
     let server = faulty_server(dir.path()).await;
     // An ordinary operation runs through all of it.
-    let ordinary = server
-        .start_demo("bystander", json!({"steps": 20, "step_ms": 100}))
-        .await;
+    let ordinary = server.start_demo("bystander", json!({"steps": 20, "step_ms": 100})).await;
 
     let cases = [
         ("spin", "timeout", "did not finish within 1500 ms"),
         ("sleep", "timeout", "did not finish within 1500 ms"),
-        (
-            "trap",
-            "trap",
-            "crashed: wasm trap: wasm `unreachable` instruction executed",
-        ),
+        ("trap", "trap", "crashed: wasm trap: wasm `unreachable` instruction executed"),
         ("panic", "panic", "plugin panicked: the disk is on fire"),
-        (
-            "memory",
-            "memory_limit",
-            "exceeded its memory limit of 16 MiB",
-        ),
+        ("memory", "memory_limit", "exceeded its memory limit of 16 MiB"),
     ];
     let mut ids = Vec::new();
     for (mode, _, _) in &cases {
         let reply = server
-            .post(
-                "/api/v1/operations",
-                &json!({"type": "faulty", "target": *mode, "params": {"mode": mode}}),
-            )
+            .post("/api/v1/operations", &json!({"type": "faulty", "target": *mode, "params": {"mode": mode}}))
             .await;
         assert_eq!(reply.status, 202, "{reply:?}");
         ids.push(reply.body["id"].as_str().unwrap().to_owned());
@@ -53,24 +40,16 @@ async fn each_fault_fails_only_its_own_operation_with_a_specific_error() {
         assert_eq!(op["status"], "failed", "{mode}: {op}");
         assert_eq!(op["error"]["code"], *code, "{mode}: {op}");
         let message = op["error"]["message"].as_str().unwrap();
-        assert!(
-            message.contains(words),
-            "{mode}: {message:?} should say {words:?}"
-        );
+        assert!(message.contains(words), "{mode}: {message:?} should say {words:?}");
     }
 
     let bystander = server.wait_terminal(&ordinary).await;
     assert_eq!(bystander["status"], "completed", "{bystander}");
     // And the host still starts plugins afterwards.
     let reply = server
-        .post(
-            "/api/v1/operations",
-            &json!({"type": "faulty", "target": "x", "params": {"mode": "succeed"}}),
-        )
+        .post("/api/v1/operations", &json!({"type": "faulty", "target": "x", "params": {"mode": "succeed"}}))
         .await;
-    let after = server
-        .wait_terminal(reply.body["id"].as_str().unwrap())
-        .await;
+    let after = server.wait_terminal(reply.body["id"].as_str().unwrap()).await;
     assert_eq!(after["status"], "completed", "{after}");
     server.stop().await;
 }
@@ -80,25 +59,12 @@ async fn a_plugin_directory_is_discovered_next_to_the_bundled_plugins() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = plugin_dir(dir.path(), &["faulty"]);
     std::fs::write(plugins.join("garbage.wasm"), b"not a component").unwrap();
-    let server =
-        TestServer::start_with(dir.path(), |c| c.plugin_dirs = vec![plugins.clone()]).await;
+    let server = TestServer::start_with(dir.path(), |c| c.plugin_dirs = vec![plugins.clone()]).await;
     let listed = server.get("/api/v1/plugins").await.body;
-    let names: Vec<&str> = listed["plugins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        names,
-        ["demo", "faulty"],
-        "the broken file is skipped, the rest load"
-    );
+    let names: Vec<&str> = listed["plugins"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["demo", "faulty"], "the broken file is skipped, the rest load");
     let faulty = server.get("/api/v1/plugins/faulty").await.body;
-    assert_eq!(
-        faulty["source"],
-        plugins.join("faulty.wasm").display().to_string()
-    );
+    assert_eq!(faulty["source"], plugins.join("faulty.wasm").display().to_string());
     assert_eq!(faulty["default_timeout_ms"], 1500);
     server.stop().await;
 }
@@ -115,30 +81,16 @@ async fn a_plugin_that_ignores_cancel_is_stopped_by_force_after_the_grace_period
     // Spinning (stopped at an epoch tick) and sleeping (blocked in a host call).
     for mode in ["spin", "sleep"] {
         let reply = server
-            .post(
-                "/api/v1/operations",
-                &json!({"type": "faulty", "target": mode, "params": {"mode": mode}}),
-            )
+            .post("/api/v1/operations", &json!({"type": "faulty", "target": mode, "params": {"mode": mode}}))
             .await;
         let id = reply.body["id"].as_str().unwrap().to_owned();
-        let mut ws = server.ws().await;
-        ws.subscribe(&[&format!("op:{id}")]).await;
-        loop {
-            if ws.recv().await["event"] == "operation.progress" {
-                break;
-            }
-        }
-        let cancel = server
-            .post(&format!("/api/v1/operations/{id}/cancel"), &json!({}))
-            .await;
+        server.wait_progress(&id).await;
+        let cancel = server.post(&format!("/api/v1/operations/{id}/cancel"), &json!({})).await;
         assert_eq!(cancel.status, 202, "{cancel:?}");
         let op = server.wait_terminal(&id).await;
         assert_eq!(op["status"], "cancelled", "{mode}: {op}");
         let message = op["message"].as_str().unwrap();
-        assert!(
-            message.contains("by force"),
-            "{mode}: stopped by the grace period, not the 1.5 s timeout: {message}"
-        );
+        assert!(message.contains("by force"), "{mode}: stopped by the grace period, not the 1.5 s timeout: {message}");
     }
     server.stop().await;
 }

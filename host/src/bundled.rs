@@ -6,8 +6,5 @@ include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
 /// The bundled plugin named `name` (its crate directory under `plugins/`).
 pub fn get(name: &str) -> Option<&'static [u8]> {
-    BUNDLED
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, wasm)| *wasm)
+    BUNDLED.iter().find(|(n, _)| *n == name).map(|(_, wasm)| *wasm)
 }

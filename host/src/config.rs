@@ -1,8 +1,27 @@
-//! `config`: every setting of a server, with the defaults a fresh install uses.
+//! `config`: every setting of a server, with the defaults a fresh install
+//! uses, and the operator's TOML config file (`opal serve --config FILE`).
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"
+//! data = "./data"
+//! plugins = ["./plugins"]
+//! max_concurrent = 16          # operations running at once, all types
+//! retention_days = 30          # how long ended operations are kept
+//! cancel_grace_ms = 5000
+//! progress_window_ms = 500
+//!
+//! [types.install-server]       # per operation type
+//! timeout_ms = 1800000         # overrides the plugin's default
+//! max_concurrent = 2
+//! exclusivity_group = "server" # overrides the plugin's declaration
+//! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::Deserialize;
 
 /// Settings of one `opal serve`.
 #[derive(Debug, Clone)]
@@ -21,8 +40,29 @@ pub struct ServerConfig {
     pub cancel_grace: Duration,
     /// Linear memory cap per plugin instance, in bytes.
     pub memory_limit: usize,
-    /// Most plugin instances alive at once.
+    /// Most plugin instances alive at once (runs plus validations).
     pub max_instances: u32,
+    /// Most operations running at once; the rest wait, `pending`, in FIFO order.
+    pub max_concurrent: usize,
+    /// Ended operations older than this are pruned, with their events.
+    pub retention: Duration,
+    /// How often pruning runs.
+    pub prune_interval: Duration,
+    /// Per operation type overrides.
+    pub types: BTreeMap<String, TypePolicy>,
+}
+
+/// What the operator sets for one operation type.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypePolicy {
+    /// Replaces the plugin's `default-timeout-ms`.
+    #[serde(default, rename = "timeout_ms", deserialize_with = "millis")]
+    pub timeout: Option<Duration>,
+    /// Most operations of this type running at once.
+    pub max_concurrent: Option<usize>,
+    /// Replaces the plugin's exclusivity group.
+    pub exclusivity_group: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -36,6 +76,153 @@ impl Default for ServerConfig {
             cancel_grace: Duration::from_secs(5),
             memory_limit: 64 * 1024 * 1024,
             max_instances: 256,
+            max_concurrent: 64,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            prune_interval: Duration::from_secs(3600),
+            types: BTreeMap::new(),
         }
+    }
+}
+
+/// Why the config file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// It could not be read.
+    #[error("cannot read config file {0}: {1}")]
+    Read(String, #[source] std::io::Error),
+    /// It is not valid TOML, or has unknown or mistyped settings.
+    #[error("invalid config file {0}: {1}")]
+    Parse(String, String),
+    /// A value is out of range.
+    #[error("invalid config file {0}: {1}")]
+    Value(String, String),
+}
+
+/// The file's shape: every setting optional, unknown ones refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<SocketAddr>,
+    data: Option<PathBuf>,
+    #[serde(default)]
+    plugins: Vec<PathBuf>,
+    progress_window_ms: Option<u64>,
+    cancel_grace_ms: Option<u64>,
+    memory_limit_mib: Option<usize>,
+    max_instances: Option<u32>,
+    max_concurrent: Option<usize>,
+    retention_days: Option<u64>,
+    #[serde(default)]
+    types: BTreeMap<String, TypePolicy>,
+}
+
+fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+}
+
+impl ServerConfig {
+    /// The defaults with the settings of the TOML file at `path` applied.
+    /// Relative paths in the file are relative to the file's directory.
+    pub fn from_file(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(name.clone(), e))?;
+        let file: ConfigFile = toml::from_str(&text).map_err(|e| ConfigError::Parse(name.clone(), e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut config = ServerConfig::default();
+        if let Some(listen) = file.listen {
+            config.listen = listen;
+        }
+        if let Some(data) = file.data {
+            config.data_dir = base.join(data);
+        }
+        config.plugin_dirs = file.plugins.into_iter().map(|p| base.join(p)).collect();
+        let positive = |what: &str, v: u64| {
+            if v == 0 { Err(ConfigError::Value(name.clone(), format!("{what} must be at least 1"))) } else { Ok(v) }
+        };
+        if let Some(ms) = file.progress_window_ms {
+            config.progress_window = Duration::from_millis(ms);
+        }
+        if let Some(ms) = file.cancel_grace_ms {
+            config.cancel_grace = Duration::from_millis(ms);
+        }
+        if let Some(mib) = file.memory_limit_mib {
+            config.memory_limit = positive("memory_limit_mib", mib as u64)? as usize * 1024 * 1024;
+        }
+        if let Some(n) = file.max_instances {
+            config.max_instances = positive("max_instances", u64::from(n))? as u32;
+        }
+        if let Some(n) = file.max_concurrent {
+            config.max_concurrent = positive("max_concurrent", n as u64)? as usize;
+        }
+        if let Some(days) = file.retention_days {
+            config.retention = Duration::from_secs(positive("retention_days", days)? * 24 * 3600);
+        }
+        for (name_, policy) in &file.types {
+            if policy.max_concurrent == Some(0) {
+                return Err(ConfigError::Value(
+                    name.clone(),
+                    format!("types.{name_}.max_concurrent must be at least 1"),
+                ));
+            }
+            if policy.timeout == Some(Duration::ZERO) {
+                return Err(ConfigError::Value(name.clone(), format!("types.{name_}.timeout_ms must be at least 1")));
+            }
+        }
+        config.types = file.types;
+        Ok(config)
+    }
+
+    /// The operator's policy for `op_type` (empty if none).
+    pub fn policy(&self, op_type: &str) -> TypePolicy {
+        self.types.get(op_type).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServerConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("opal.toml");
+        std::fs::write(&path, text).unwrap();
+        ServerConfig::from_file(&path)
+    }
+
+    #[test]
+    fn a_full_file_is_applied() {
+        let config = parse(
+            r#"
+            max_concurrent = 2
+            retention_days = 7
+            plugins = ["extra"]
+            [types.demo]
+            timeout_ms = 1500
+            max_concurrent = 1
+            exclusivity_group = "server"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.max_concurrent, 2);
+        assert_eq!(config.retention, Duration::from_secs(7 * 86400));
+        assert!(config.plugin_dirs[0].ends_with("extra"));
+        let demo = config.policy("demo");
+        assert_eq!(demo.timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(demo.max_concurrent, Some(1));
+        assert_eq!(demo.exclusivity_group.as_deref(), Some("server"));
+        assert_eq!(config.policy("other"), TypePolicy::default());
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = parse("max_concurent = 2").unwrap_err().to_string();
+        assert!(err.contains("max_concurent"), "{err}");
+        let err = parse("max_concurrent = 0").unwrap_err().to_string();
+        assert!(err.contains("max_concurrent must be at least 1"), "{err}");
+        let err = parse("[types.demo]\ntimeout = 5").unwrap_err().to_string();
+        assert!(err.contains("timeout"), "{err}");
+        let err = parse("max_concurrent = \"two\"").unwrap_err().to_string();
+        assert!(err.contains("max_concurrent"), "{err}");
     }
 }

@@ -11,7 +11,8 @@
 //! | [`sandbox`] | wasmtime: engine, limits, component cache, calls into plugins |
 //! | [`registry`] | which plugins are loaded, by operation type |
 //! | [`progress`] | the per-operation progress throttle |
-//! | [`engine`] | operation lifecycle: admission, runners, cancel, recovery |
+//! | [`engine`] | operation lifecycle: admission, queue and limits, runners, cancel, recovery, retention |
+//! | [`schedule`] | recurring operations on a cron |
 //! | [`hub`] | topics, snapshots and fan-out to connections |
 //! | [`ws`] | the WebSocket protocol |
 //! | [`api`] | the HTTP API |
@@ -26,6 +27,7 @@ pub mod model;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;
+pub mod schedule;
 pub mod server;
 pub mod store;
 pub mod ws;

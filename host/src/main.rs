@@ -9,11 +9,7 @@ use clap::{Parser, Subcommand};
 use opal_host::ServerConfig;
 
 #[derive(Parser)]
-#[command(
-    name = "opal",
-    version,
-    about = "Opal: long-running operations as sandboxed WebAssembly plugins"
-)]
+#[command(name = "opal", version, about = "Opal: long-running operations as sandboxed WebAssembly plugins")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,18 +19,24 @@ struct Cli {
 enum Command {
     /// Run the server: HTTP API, WebSocket and the bundled plugins.
     Serve {
-        /// Address to listen on. Port 0 picks a free port.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Data directory (holds opal.redb and the compiled-plugin cache).
-        #[arg(long, default_value = "./data")]
-        data: PathBuf,
+        /// A TOML config file (see docs/operations.md); flags given here override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on [default: 127.0.0.1:8080]. Port 0 picks a free port.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Data directory, holding opal.redb and the compiled-plugin cache [default: ./data].
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// A directory of extra *.wasm plugins, besides the bundled ones. Repeatable.
         #[arg(long = "plugins")]
         plugins: Vec<PathBuf>,
-        /// Progress throttle window per operation, in milliseconds.
-        #[arg(long, default_value_t = 500)]
-        progress_window_ms: u64,
+        /// Progress throttle window per operation, in milliseconds [default: 500].
+        #[arg(long)]
+        progress_window_ms: Option<u64>,
+        /// Most operations running at once; the rest wait in FIFO order [default: 64].
+        #[arg(long)]
+        max_concurrent: Option<usize>,
     },
 }
 
@@ -49,18 +51,27 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
-        Command::Serve {
-            listen,
-            data,
-            plugins,
-            progress_window_ms,
-        } => runtime.block_on(serve(ServerConfig {
-            listen,
-            data_dir: data,
-            plugin_dirs: plugins,
-            progress_window: Duration::from_millis(progress_window_ms),
-            ..ServerConfig::default()
-        })),
+        Command::Serve { config, listen, data, plugins, progress_window_ms, max_concurrent } => {
+            let mut settings = match &config {
+                Some(path) => ServerConfig::from_file(path)?,
+                None => ServerConfig::default(),
+            };
+            if let Some(listen) = listen {
+                settings.listen = listen;
+            }
+            if let Some(data) = data {
+                settings.data_dir = data;
+            }
+            settings.plugin_dirs.extend(plugins);
+            if let Some(ms) = progress_window_ms {
+                settings.progress_window = Duration::from_millis(ms);
+            }
+            if let Some(n) = max_concurrent {
+                anyhow::ensure!(n > 0, "--max-concurrent must be at least 1");
+                settings.max_concurrent = n;
+            }
+            runtime.block_on(serve(settings))
+        }
     }
 }
 

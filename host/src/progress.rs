@@ -47,12 +47,7 @@ impl ProgressThrottle {
     /// A throttle over `rx` with the given window.
     pub fn new(rx: watch::Receiver<LiveProgress>, window: Duration) -> Self {
         let published = rx.borrow().version;
-        ProgressThrottle {
-            rx,
-            window,
-            published,
-            window_end: None,
-        }
+        ProgressThrottle { rx, window, published, window_end: None }
     }
 
     /// Waits until a value is due and returns it. Cancel-safe: dropping the
@@ -136,21 +131,14 @@ mod tests {
             report(&tx, (i / 100) as u8, &format!("report {i}"));
             tokio::task::yield_now().await; // let the throttle see every value
         }
-        assert!(
-            start.elapsed() < Duration::from_millis(500),
-            "the burst fits in one window"
-        );
+        assert!(start.elapsed() < Duration::from_millis(500), "the burst fits in one window");
 
         let leading = published.recv().await.unwrap();
         assert_eq!(leading.message, "report 1");
         let trailing = published.recv().await.unwrap();
         assert_eq!(trailing.message, "report 10000");
         assert_eq!(trailing.percent, 100);
-        assert_eq!(
-            Instant::now() - start,
-            Duration::from_millis(500),
-            "trailing edge at window end"
-        );
+        assert_eq!(Instant::now() - start, Duration::from_millis(500), "trailing edge at window end");
 
         // Nothing more, however long we wait.
         let more = tokio::time::timeout(Duration::from_secs(60), published.recv()).await;
@@ -169,17 +157,13 @@ mod tests {
         drop(tx);
         let mut count = 0;
         let mut last = String::new();
-        while let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(1), published.recv()).await
-        {
+        while let Ok(Some(v)) = tokio::time::timeout(Duration::from_secs(1), published.recv()).await {
             count += 1;
             last = v.message;
         }
         assert_eq!(last, "10000", "the last value gets through");
         assert!(count <= 10_000 / 100 + 2, "{count} events for 100 windows");
-        assert!(
-            count >= 10_000 / 100 - 2,
-            "{count} events: the stream was starved"
-        );
+        assert!(count >= 10_000 / 100 - 2, "{count} events: the stream was starved");
     }
 
     #[tokio::test(start_paused = true)]
@@ -194,10 +178,6 @@ mod tests {
         assert_eq!(throttle.flush(), None);
         report(&tx, 30, "c");
         drop(tx);
-        assert_eq!(
-            throttle.flush().map(|v| v.percent),
-            Some(30),
-            "a value set just before the plugin ended"
-        );
+        assert_eq!(throttle.flush().map(|v| v.percent), Some(30), "a value set just before the plugin ended");
     }
 }

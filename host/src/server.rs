@@ -17,9 +17,11 @@ use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineConfig};
 use crate::hub::Hub;
 use crate::model::Event;
+use crate::model::Status;
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::store::{Publish, Store};
+use crate::schedule::Schedules;
+use crate::store::{OperationFilter, Publish, Store};
 
 /// A server that is accepting connections.
 pub struct RunningServer {
@@ -53,10 +55,7 @@ impl Publish for LateHub {
     fn publish(&self, events: Vec<Event>) {
         match self.0.get() {
             Some(hub) => hub.publish(events),
-            None => tracing::debug!(
-                count = events.len(),
-                "events committed before the hub existed"
-            ),
+            None => tracing::debug!(count = events.len(), "events committed before the hub existed"),
         }
     }
 }
@@ -65,15 +64,9 @@ impl Publish for LateHub {
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let sink = Arc::new(LateHub(OnceLock::new()));
     let (store, writer) = Store::open(&config.data_dir, sink.clone())?;
-    let hub = Hub::new(
-        store.last_seq()?,
-        store.active()?,
-        store
-            .list(crate::hub::RECENT_TERMINAL, None)?
-            .into_iter()
-            .filter(|op| op.status.is_terminal())
-            .collect(),
-    );
+    let terminal =
+        OperationFilter { statuses: vec![Status::Completed, Status::Failed, Status::Cancelled], ..Default::default() };
+    let hub = Hub::new(store.last_seq()?, store.active()?, store.list(&terminal, crate::hub::RECENT_TERMINAL, None)?);
     let _ = sink.0.set(hub.clone());
 
     let sandbox = Sandbox::new(SandboxConfig {
@@ -81,11 +74,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         memory_limit: config.memory_limit,
         max_instances: config.max_instances,
     })?;
-    let bundled: &[(&str, &'static [u8])] = if config.bundled_plugins {
-        crate::bundled::BUNDLED
-    } else {
-        &[]
-    };
+    let bundled: &[(&str, &'static [u8])] = if config.bundled_plugins { crate::bundled::BUNDLED } else { &[] };
     let registry = Arc::new(Registry::load(&sandbox, bundled, &config.plugin_dirs).await);
     let engine = Engine::start(
         store.clone(),
@@ -94,6 +83,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         EngineConfig {
             progress_window: config.progress_window,
             cancel_grace: config.cancel_grace,
+            max_concurrent: config.max_concurrent,
+            retention: config.retention,
+            prune_interval: config.prune_interval,
+            types: config.types.clone(),
         },
     )
     .await?;
@@ -101,28 +94,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
-    let state = AppState {
-        engine: engine.clone(),
-        registry,
-        hub,
-        store,
-        shutdown: shutdown.clone(),
-    };
+    let schedules = Schedules::start(store.clone(), engine.clone(), shutdown.clone())?;
+    let state = AppState { engine: engine.clone(), registry, hub, store, schedules, shutdown: shutdown.clone() };
     let app = router(state);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await?;
+        axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await?;
         engine.shutdown().await;
         drop(engine);
         // Every `Store` handle is gone now; the writer drains and exits.
         tokio::task::spawn_blocking(move || writer.join()).await?;
         Ok(())
     });
-    Ok(RunningServer {
-        addr,
-        shutdown,
-        task,
-    })
+    Ok(RunningServer { addr, shutdown, task })
 }

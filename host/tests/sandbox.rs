@@ -3,11 +3,7 @@
 use opal_host::sandbox::{Sandbox, SandboxConfig, SandboxError};
 
 fn config(dir: &std::path::Path) -> SandboxConfig {
-    SandboxConfig {
-        cache_dir: dir.join("cache"),
-        memory_limit: 64 << 20,
-        max_instances: 4,
-    }
+    SandboxConfig { cache_dir: dir.join("cache"), memory_limit: 64 << 20, max_instances: 4 }
 }
 
 fn cached_files(dir: &std::path::Path) -> Vec<String> {
@@ -29,21 +25,14 @@ async fn a_component_is_compiled_once_then_loaded_from_the_cache() {
     assert!(!first.from_cache, "nothing cached yet");
     let files = cached_files(dir.path());
     assert_eq!(files.len(), 1, "{files:?}");
-    assert!(
-        files[0].starts_with(&format!("{}-", first.sha256)) && files[0].ends_with(".cwasm"),
-        "{files:?}"
-    );
+    assert!(files[0].starts_with(&format!("{}-", first.sha256)) && files[0].ends_with(".cwasm"), "{files:?}");
 
     // A new engine (a restart) with the same configuration uses the artifact.
     drop(sandbox);
     let sandbox = Sandbox::new(config(dir.path())).unwrap();
     let second = sandbox.load(wasm).unwrap();
     assert!(second.from_cache, "loaded from the cache");
-    assert_eq!(
-        second.describe(&sandbox).await.unwrap().name,
-        "demo",
-        "the cached artifact runs"
-    );
+    assert_eq!(second.describe(&sandbox).await.unwrap().name, "demo", "the cached artifact runs");
     assert_eq!(cached_files(dir.path()), files, "no second artifact");
 }
 
@@ -59,24 +48,14 @@ async fn a_damaged_artifact_is_recompiled_not_trusted() {
     let again = sandbox.load(wasm).unwrap();
     assert!(!again.from_cache, "the damaged file was not used");
     assert_eq!(again.describe(&sandbox).await.unwrap().name, "demo");
-    assert!(
-        std::fs::read(&artifact).unwrap().len() > 1000,
-        "the artifact was rewritten"
-    );
+    assert!(std::fs::read(&artifact).unwrap().len() > 1000, "the artifact was rewritten");
 }
 
 #[tokio::test]
 async fn bytes_that_are_not_a_component_are_refused_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let sandbox = Sandbox::new(config(dir.path())).unwrap();
-    let Err(error) = sandbox.load(b"\0asm not really") else {
-        panic!("garbage loaded")
-    };
+    let Err(error) = sandbox.load(b"\0asm not really") else { panic!("garbage loaded") };
     assert!(matches!(error, SandboxError::Compile(_)), "{error}");
-    assert!(
-        error
-            .to_string()
-            .starts_with("cannot compile the component"),
-        "{error}"
-    );
+    assert!(error.to_string().starts_with("cannot compile the component"), "{error}");
 }

@@ -5,11 +5,7 @@ use redb::WriteTransaction;
 use crate::Migration;
 use crate::schema::{ACTIVE, EVENTS, META, OPERATIONS, SCHEDULES};
 
-pub(crate) const MIGRATION: Migration = Migration {
-    version: 1,
-    name: "initial",
-    apply,
-};
+pub(crate) const MIGRATION: Migration = Migration { version: 1, name: "initial", apply };
 
 fn apply(txn: &WriteTransaction) -> Result<(), redb::Error> {
     txn.open_table(META)?;

@@ -13,6 +13,8 @@ use redb::{Database, ReadableTable, WriteTransaction};
 
 #[path = "0001_initial.rs"]
 mod m0001_initial;
+#[path = "0002_idempotency.rs"]
+mod m0002_idempotency;
 pub mod schema;
 
 /// One numbered migration step.
@@ -26,10 +28,10 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[m0001_initial::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[m0001_initial::MIGRATION, m0002_idempotency::MIGRATION];
 
 /// The schema version this build writes.
-pub const LATEST: u64 = 1;
+pub const LATEST: u64 = 2;
 
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,29 +67,19 @@ pub fn migrate(db: &Database) -> Result<MigrateReport, MigrateError> {
     let txn = db.begin_write().map_err(redb::Error::from)?;
     let from = {
         let meta = txn.open_table(schema::META).map_err(redb::Error::from)?;
-        let version = meta
-            .get(schema::SCHEMA_VERSION_KEY)
-            .map_err(redb::Error::from)?
-            .map(|v| v.value());
+        let version = meta.get(schema::SCHEMA_VERSION_KEY).map_err(redb::Error::from)?.map(|v| v.value());
         version.unwrap_or(0)
     };
     if from > LATEST {
-        return Err(MigrateError::TooNew {
-            found: from,
-            supported: LATEST,
-        });
+        return Err(MigrateError::TooNew { found: from, supported: LATEST });
     }
     for step in MIGRATIONS.iter().filter(|m| m.version > from) {
         (step.apply)(&txn)?;
         let mut meta = txn.open_table(schema::META).map_err(redb::Error::from)?;
-        meta.insert(schema::SCHEMA_VERSION_KEY, step.version)
-            .map_err(redb::Error::from)?;
+        meta.insert(schema::SCHEMA_VERSION_KEY, step.version).map_err(redb::Error::from)?;
     }
     txn.commit().map_err(redb::Error::from)?;
-    Ok(MigrateReport {
-        from,
-        to: LATEST.max(from),
-    })
+    Ok(MigrateReport { from, to: LATEST.max(from) })
 }
 
 #[cfg(test)]
@@ -98,20 +90,8 @@ mod tests {
     fn fresh_file_reaches_latest_and_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("t.redb")).unwrap();
-        assert_eq!(
-            migrate(&db).unwrap(),
-            MigrateReport {
-                from: 0,
-                to: LATEST
-            }
-        );
-        assert_eq!(
-            migrate(&db).unwrap(),
-            MigrateReport {
-                from: LATEST,
-                to: LATEST
-            }
-        );
+        assert_eq!(migrate(&db).unwrap(), MigrateReport { from: 0, to: LATEST });
+        assert_eq!(migrate(&db).unwrap(), MigrateReport { from: LATEST, to: LATEST });
     }
 
     #[test]
@@ -119,16 +99,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("t.redb")).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(schema::META)
-            .unwrap()
-            .insert(schema::SCHEMA_VERSION_KEY, LATEST + 1)
-            .unwrap();
+        txn.open_table(schema::META).unwrap().insert(schema::SCHEMA_VERSION_KEY, LATEST + 1).unwrap();
         txn.commit().unwrap();
         let err = migrate(&db).unwrap_err();
-        assert!(
-            matches!(err, MigrateError::TooNew { found, .. } if found == LATEST + 1),
-            "{err}"
-        );
+        assert!(matches!(err, MigrateError::TooNew { found, .. } if found == LATEST + 1), "{err}");
         assert!(err.to_string().contains("newer than this Opal"), "{err}");
     }
 

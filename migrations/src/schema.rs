@@ -22,7 +22,10 @@ pub const LAST_SEQ_KEY: &str = "last_seq";
 pub const OPERATIONS: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("operations");
 /// `events`: (operation id, seq) → the event record (JSON).
 pub const EVENTS: TableDefinition<'_, (u128, u64), &[u8]> = TableDefinition::new("events");
-/// `active`: (type, target) → id of the pending or running operation.
+/// `active`: (slot, target) → id of the pending or running operation. The
+/// slot is the operation's type, or `group:<name>` for an exclusivity group.
 pub const ACTIVE: TableDefinition<'_, (&str, &str), u128> = TableDefinition::new("active");
+/// `idempotency`: a client's idempotency key → the operation it created (since version 2).
+pub const IDEMPOTENCY: TableDefinition<'_, &str, u128> = TableDefinition::new("idempotency");
 /// `schedules`: schedule id → the schedule record (JSON).
 pub const SCHEDULES: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("schedules");

@@ -59,9 +59,7 @@ impl Context {
     pub fn details(&self, details: &impl serde::Serialize) {
         match serde_json::to_string(details) {
             Ok(json) => self.host.set_details(&json),
-            Err(e) => self
-                .host
-                .log(Level::Warn, &format!("details not serializable: {e}")),
+            Err(e) => self.host.log(Level::Warn, &format!("details not serializable: {e}")),
         }
     }
 
@@ -87,11 +85,7 @@ impl Context {
 
     /// `Err(Error::Cancelled)` once a cancel was requested, for use with `?`.
     pub fn check_cancelled(&self) -> Result<(), Error> {
-        if self.cancelled() {
-            Err(Error::Cancelled)
-        } else {
-            Ok(())
-        }
+        if self.cancelled() { Err(Error::Cancelled) } else { Ok(()) }
     }
 
     /// Sleeps for `duration`. In a component this blocks on a WASI monotonic

@@ -14,10 +14,7 @@ pub struct FieldError {
 impl FieldError {
     /// A field error for `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
+        FieldError { field: field.into(), message: message.into() }
     }
 }
 

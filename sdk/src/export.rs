@@ -17,6 +17,7 @@ pub fn describe<P: Plugin>() -> wit::PluginInfo {
         params_schema: serde_json::to_string(&schema).unwrap_or_else(|_| "{}".to_owned()),
         default_timeout_ms: info.default_timeout_ms,
         retry_safe: info.retry_safe,
+        exclusivity_group: info.exclusivity_group,
     }
 }
 
@@ -35,9 +36,7 @@ pub fn run<P: Plugin>(target: &str, params: &str) -> Result<wit::Outcome, wit::R
             message: outcome.message,
             details: outcome.details.map(|d| d.to_string()).unwrap_or_default(),
         }),
-        Err(Error::InvalidParams(errors)) => {
-            Err(wit::RunError::InvalidParams(to_wit_fields(errors)))
-        }
+        Err(Error::InvalidParams(errors)) => Err(wit::RunError::InvalidParams(to_wit_fields(errors))),
         Err(Error::Failed(message)) => Err(wit::RunError::Failed(message)),
         Err(Error::Cancelled) => Err(wit::RunError::Cancelled),
     }
@@ -48,11 +47,5 @@ fn parse<P: Plugin>(params: &str) -> Result<P::Params, Vec<FieldError>> {
 }
 
 fn to_wit_fields(errors: Vec<FieldError>) -> Vec<wit::FieldError> {
-    errors
-        .into_iter()
-        .map(|e| wit::FieldError {
-            field: e.field,
-            message: e.message,
-        })
-        .collect()
+    errors.into_iter().map(|e| wit::FieldError { field: e.field, message: e.message }).collect()
 }

@@ -76,10 +76,8 @@ macro_rules! export_plugin {
                 }
                 fn validate(
                     params: ::std::string::String,
-                ) -> ::std::result::Result<
-                    (),
-                    ::std::vec::Vec<$crate::bindings::opal::plugin::types::FieldError>,
-                > {
+                ) -> ::std::result::Result<(), ::std::vec::Vec<$crate::bindings::opal::plugin::types::FieldError>>
+                {
                     $crate::export::validate::<$plugin>(&params)
                 }
                 fn run(

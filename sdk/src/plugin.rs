@@ -40,6 +40,8 @@ pub struct PluginInfo {
     pub default_timeout_ms: u64,
     /// Whether a run interrupted by a host crash may simply be run again.
     pub retry_safe: bool,
+    /// Operation types sharing a group never run at once on one target.
+    pub exclusivity_group: Option<String>,
 }
 
 impl PluginInfo {
@@ -52,6 +54,7 @@ impl PluginInfo {
             description: String::new(),
             default_timeout_ms: 10 * 60 * 1000,
             retry_safe: false,
+            exclusivity_group: None,
         }
     }
 
@@ -72,6 +75,13 @@ impl PluginInfo {
         self.retry_safe = true;
         self
     }
+
+    /// Puts the operation type in an exclusivity group: no two members of the
+    /// group run on the same target at once.
+    pub fn exclusivity_group(mut self, group: &str) -> Self {
+        self.exclusivity_group = Some(group.to_owned());
+        self
+    }
 }
 
 /// What a successful run returns.
@@ -86,10 +96,7 @@ pub struct Outcome {
 impl Outcome {
     /// An outcome with a message and the details left as they are.
     pub fn message(message: impl Into<String>) -> Self {
-        Outcome {
-            message: message.into(),
-            details: None,
-        }
+        Outcome { message: message.into(), details: None }
     }
 
     /// Replaces the final details with `details`.

@@ -73,22 +73,12 @@ impl TestServer {
 
     /// `GET path`.
     pub async fn get(&self, path: &str) -> Reply {
-        reply(
-            self.http
-                .get(format!("{}{path}", self.base))
-                .send()
-                .await
-                .expect("GET"),
-        )
-        .await
+        reply(self.http.get(format!("{}{path}", self.base)).send().await.expect("GET")).await
     }
 
     /// `POST path` with a raw body.
     pub async fn post_raw(&self, path: &str, body: &str) -> Reply {
-        let request = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("content-type", "application/json");
+        let request = self.http.post(format!("{}{path}", self.base)).header("content-type", "application/json");
         reply(request.body(body.to_owned()).send().await.expect("POST")).await
     }
 
@@ -97,14 +87,14 @@ impl TestServer {
         self.post_raw(path, &body.to_string()).await
     }
 
+    /// `DELETE path`; returns the status.
+    pub async fn http_delete(&self, path: &str) -> u16 {
+        self.http.delete(format!("{}{path}", self.base)).send().await.expect("DELETE").status().as_u16()
+    }
+
     /// Starts a demo operation and returns its id (asserting the 202).
     pub async fn start_demo(&self, target: &str, params: Value) -> String {
-        let reply = self
-            .post(
-                "/api/v1/operations",
-                &json!({"type": "demo", "target": target, "params": params}),
-            )
-            .await;
+        let reply = self.post("/api/v1/operations", &json!({"type": "demo", "target": target, "params": params})).await;
         assert_eq!(reply.status, 202, "{reply:?}");
         reply.body["id"].as_str().expect("id").to_owned()
     }
@@ -114,26 +104,31 @@ impl TestServer {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let op = self.get(&format!("/api/v1/operations/{id}")).await.body;
-            if matches!(
-                op["status"].as_str(),
-                Some("completed" | "failed" | "cancelled")
-            ) {
+            if matches!(op["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
                 return op;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "operation {id} did not end: {op}"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "operation {id} did not end: {op}");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until operation `id` runs and has reported progress (bounded by [`WAIT`]).
+    pub async fn wait_progress(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let op = self.get(&format!("/api/v1/operations/{id}")).await.body;
+            if op["status"] == "running" && op["progress"].as_u64() > Some(0) {
+                return op;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "operation {id} never made progress: {op}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
     /// Opens a WebSocket and reads its `hello`.
     pub async fn ws(&self) -> WsClient {
         let url = format!("{}/api/v1/ws", self.base.replacen("http", "ws", 1));
-        let (stream, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("websocket connects");
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
         let mut client = WsClient { stream };
         let hello = client.recv().await;
         assert_eq!(hello["type"], "hello", "{hello}");
@@ -144,24 +139,10 @@ impl TestServer {
 
 async fn reply(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (location, content_type) = (
-        header("location"),
-        header("content-type").unwrap_or_default(),
-    );
+    let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (location, content_type) = (header("location"), header("content-type").unwrap_or_default());
     let text = response.text().await.unwrap_or_default();
-    Reply {
-        status,
-        location,
-        content_type,
-        body: serde_json::from_str(&text).unwrap_or(Value::Null),
-    }
+    Reply { status, location, content_type, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
 }
 
 /// A real WebSocket client speaking Opal's protocol.
@@ -172,18 +153,12 @@ pub struct WsClient {
 impl WsClient {
     /// Sends a JSON message.
     pub async fn send(&mut self, message: Value) {
-        self.stream
-            .send(Message::Text(message.to_string().into()))
-            .await
-            .expect("ws send");
+        self.stream.send(Message::Text(message.to_string().into())).await.expect("ws send");
     }
 
     /// Sends raw text.
     pub async fn send_text(&mut self, text: &str) {
-        self.stream
-            .send(Message::Text(text.into()))
-            .await
-            .expect("ws send");
+        self.stream.send(Message::Text(text.into())).await.expect("ws send");
     }
 
     /// The next JSON text message (bounded by [`WAIT`]).
@@ -206,8 +181,7 @@ impl WsClient {
 
     /// Subscribes to `topics` and returns their snapshots, in order.
     pub async fn subscribe(&mut self, topics: &[&str]) -> Vec<Value> {
-        self.send(json!({"type": "subscribe", "topics": topics}))
-            .await;
+        self.send(json!({"type": "subscribe", "topics": topics})).await;
         let mut snapshots = Vec::new();
         for topic in topics {
             let snapshot = self.recv().await;
@@ -246,10 +220,7 @@ pub fn plugin_dir(dir: &Path, names: &[&str]) -> PathBuf {
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     for name in names {
-        let (_, path) = TEST_PLUGINS
-            .iter()
-            .find(|(n, _)| n == name)
-            .unwrap_or_else(|| panic!("no test plugin {name}"));
+        let (_, path) = TEST_PLUGINS.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("no test plugin {name}"));
         std::fs::copy(path, plugins.join(format!("{name}.wasm"))).unwrap();
     }
     plugins

@@ -6,6 +6,7 @@
 
 mod operations;
 mod problem;
+mod schedules;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ pub use problem::ApiError;
 use crate::engine::Engine;
 use crate::hub::Hub;
 use crate::registry::{PluginSummary, Registry};
+use crate::schedule::Schedules;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -33,6 +35,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// Reads for WebSocket snapshots.
     pub store: Store,
+    /// Recurring operations.
+    pub schedules: Schedules,
     /// Cancelled when the server shuts down; closes WebSockets.
     pub shutdown: CancellationToken,
 }
@@ -41,13 +45,12 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/api/v1/operations",
-            post(operations::create).get(operations::list),
-        )
+        .route("/api/v1/operations", post(operations::create).get(operations::list))
         .route("/api/v1/operations/{id}", get(operations::get))
         .route("/api/v1/operations/{id}/events", get(operations::events))
         .route("/api/v1/operations/{id}/cancel", post(operations::cancel))
+        .route("/api/v1/schedules", post(schedules::create).get(schedules::list))
+        .route("/api/v1/schedules/{id}", get(schedules::get).delete(schedules::delete))
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/{name}", get(get_plugin))
         .route("/api/v1/ws", get(websocket))
@@ -61,15 +64,10 @@ struct PluginList {
 }
 
 async fn list_plugins(State(app): State<AppState>) -> Json<PluginList> {
-    Json(PluginList {
-        plugins: app.registry.list().map(|p| p.summary()).collect(),
-    })
+    Json(PluginList { plugins: app.registry.list().map(|p| p.summary()).collect() })
 }
 
-async fn get_plugin(
-    State(app): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<PluginSummary>, ApiError> {
+async fn get_plugin(State(app): State<AppState>, Path(name): Path<String>) -> Result<Json<PluginSummary>, ApiError> {
     app.registry
         .get(&name)
         .map(|p| Json(p.summary()))

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::engine::{CancelError, SubmitError};
 use crate::model::{FieldError, Operation};
+use crate::schedule::ScheduleError;
 use crate::store::StoreError;
 
 /// An API error; converts into a problem+json response.
@@ -50,10 +51,7 @@ struct Problem<'a> {
 impl ApiError {
     /// A 400 for one field.
     pub fn field(field: &str, message: impl Into<String>) -> Self {
-        ApiError::Invalid {
-            detail: "the request is invalid".into(),
-            errors: vec![FieldError::new(field, message)],
-        }
+        ApiError::Invalid { detail: "the request is invalid".into(), errors: vec![FieldError::new(field, message)] }
     }
 }
 
@@ -68,22 +66,12 @@ impl IntoResponse for ApiError {
                 errors.as_slice(),
                 None,
             ),
-            ApiError::NotFound(detail) => (
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "Not found",
-                detail.as_str(),
-                &[][..],
-                None,
-            ),
-            ApiError::Conflict { detail, operation } => (
-                StatusCode::CONFLICT,
-                "conflict",
-                "Conflict",
-                detail.as_str(),
-                &[][..],
-                Some(operation.as_ref()),
-            ),
+            ApiError::NotFound(detail) => {
+                (StatusCode::NOT_FOUND, "not-found", "Not found", detail.as_str(), &[][..], None)
+            }
+            ApiError::Conflict { detail, operation } => {
+                (StatusCode::CONFLICT, "conflict", "Conflict", detail.as_str(), &[][..], Some(operation.as_ref()))
+            }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 (
@@ -95,29 +83,14 @@ impl IntoResponse for ApiError {
                     None,
                 )
             }
-            ApiError::Plugin(detail) => (
-                StatusCode::BAD_GATEWAY,
-                "plugin-failed",
-                "Plugin failed",
-                detail.as_str(),
-                &[][..],
-                None,
-            ),
+            ApiError::Plugin(detail) => {
+                (StatusCode::BAD_GATEWAY, "plugin-failed", "Plugin failed", detail.as_str(), &[][..], None)
+            }
         };
         let kind = format!("https://opal.dev/problems/{kind}");
-        let body = Problem {
-            kind: &kind,
-            title,
-            status: status.as_u16(),
-            detail,
-            errors,
-            operation,
-        };
+        let body = Problem { kind: &kind, title, status: status.as_u16(), detail, errors, operation };
         let mut response = (status, axum::Json(body)).into_response();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
         response
     }
 }
@@ -134,13 +107,23 @@ impl From<SubmitError> for ApiError {
             SubmitError::UnknownType(name) => {
                 ApiError::NotFound(format!("no plugin implements operation type {name:?}"))
             }
-            SubmitError::Invalid(errors) => ApiError::Invalid {
-                detail: "the params are invalid".into(),
-                errors,
+            SubmitError::Invalid(errors) => ApiError::Invalid { detail: "the params are invalid".into(), errors },
+            SubmitError::Busy(op) => ApiError::Conflict {
+                detail: format!(
+                    "a {} operation is already {} on target {:?}",
+                    op.op_type,
+                    op.status.as_str(),
+                    op.target
+                ),
+                operation: op,
             },
-            SubmitError::Plugin(fault) => ApiError::Plugin(format!(
-                "the plugin could not validate the params: it {fault}"
-            )),
+            SubmitError::KeyReused(op) => ApiError::Conflict {
+                detail: "idempotency_key was already used for a different request".into(),
+                operation: op,
+            },
+            SubmitError::Plugin(fault) => {
+                ApiError::Plugin(format!("the plugin could not validate the params: it {fault}"))
+            }
             SubmitError::Store(e) => e.into(),
         }
     }
@@ -155,6 +138,17 @@ impl From<CancelError> for ApiError {
                 operation: op,
             },
             CancelError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ScheduleError> for ApiError {
+    fn from(e: ScheduleError) -> Self {
+        match e {
+            ScheduleError::Invalid(errors) => ApiError::Invalid { detail: "the schedule is invalid".into(), errors },
+            ScheduleError::Submit(e) => e.into(),
+            ScheduleError::NotFound(id) => ApiError::NotFound(format!("no schedule {id}")),
+            ScheduleError::Store(e) => e.into(),
         }
     }
 }

@@ -1,15 +1,17 @@
 //! `engine`: the lifecycle of operations.
 //!
-//! Owns admission (type known, params valid, record durable before the 202),
-//! the runner task of every running operation, cancellation, and recovery of
-//! operations a previous process left behind. It talks to the registry for
-//! plugins, to the sandbox through a plugin's `Component`, and to the store
-//! through `Change`s; it never touches redb, sockets or HTTP types.
+//! Owns admission (type known, params valid, slot free, record durable before
+//! the 202), the FIFO queue and the concurrency limits, one runner task per
+//! running operation, cancellation, start-up recovery and retention. It talks
+//! to the registry for plugins, to the sandbox through a plugin's `Component`,
+//! and to the store through `Change`s; it never touches redb, sockets or HTTP.
 
+mod queue;
 mod recovery;
+mod retention;
 mod runner;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,10 +19,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::model::{EventKind, FieldError, Operation, OperationId, Seq};
-use crate::registry::Registry;
+use crate::config::TypePolicy;
+use crate::model::{EventKind, FieldError, Operation, OperationId, Seq, Status, Timestamp};
+use crate::registry::{Plugin, Registry};
 use crate::sandbox::Sandbox;
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Change, OperationFilter, Store, StoreError};
+use queue::{Queue, Queued};
 
 /// Engine settings, from the operator's config.
 #[derive(Debug, Clone)]
@@ -29,6 +33,14 @@ pub struct EngineConfig {
     pub progress_window: Duration,
     /// How long a cancelled plugin may take to stop by itself before it is stopped by force.
     pub cancel_grace: Duration,
+    /// Most operations running at once.
+    pub max_concurrent: usize,
+    /// Ended operations older than this are pruned.
+    pub retention: Duration,
+    /// How often pruning runs.
+    pub prune_interval: Duration,
+    /// Per-type overrides.
+    pub types: BTreeMap<String, TypePolicy>,
 }
 
 /// A request to start an operation, already checked for shape by the API.
@@ -42,6 +54,17 @@ pub struct SubmitRequest {
     pub params: serde_json::Value,
     /// Who asks: `user:<name>`, `schedule:<id>` or `api`.
     pub created_by: String,
+    /// The client's key for safe retries.
+    pub idempotency_key: Option<String>,
+}
+
+/// What a successful submit did.
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    /// A new operation was admitted.
+    Created(Operation),
+    /// The idempotency key was seen before: this is the operation it created.
+    Replayed(Operation),
 }
 
 /// Why an operation could not be started.
@@ -54,6 +77,13 @@ pub enum SubmitError {
     /// The params are wrong; every problem is listed.
     #[error("invalid params")]
     Invalid(Vec<FieldError>),
+    /// Another operation of the same type (or exclusivity group) is pending
+    /// or running on the target.
+    #[error("operation {} ({}) is already {} on target {:?}", .0.id, .0.op_type, .0.status.as_str(), .0.target)]
+    Busy(Box<Operation>),
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key already used by operation {} for a different request", .0.id)]
+    KeyReused(Box<Operation>),
     /// The plugin's `validate` did not return (crashed or hung).
     #[error("the plugin could not validate the params: it {0}")]
     Plugin(#[from] crate::sandbox::Fault),
@@ -88,9 +118,9 @@ struct Inner {
     registry: Arc<Registry>,
     sandbox: Arc<Sandbox>,
     config: EngineConfig,
-    /// Cancel switches of the operations that have a runner, by id. A std
-    /// mutex: it is held for a map operation, never across an await.
-    running: Mutex<HashMap<OperationId, Arc<CancelSwitch>>>,
+    /// Pending and running operations. A std mutex: held for queue
+    /// bookkeeping only, never across an await.
+    queue: Mutex<Queue>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -120,120 +150,122 @@ impl CancelSwitch {
 
 impl Engine {
     /// Starts the engine: operations left `pending` or `running` by a previous
-    /// process are resolved first (see `recovery`).
+    /// process are failed or re-queued first (see `recovery`), then queued
+    /// operations start and the retention task begins.
     pub async fn start(
         store: Store,
         registry: Arc<Registry>,
         sandbox: Arc<Sandbox>,
         config: EngineConfig,
     ) -> Result<Engine, StoreError> {
-        recovery::recover(&store).await?;
-        Ok(Engine {
+        let requeued = recovery::recover(&store, &registry).await?;
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 registry,
                 sandbox,
                 config,
-                running: Mutex::new(HashMap::new()),
+                queue: Mutex::new(Queue::default()),
                 tasks: TaskTracker::new(),
                 shutdown: CancellationToken::new(),
             }),
-        })
+        };
+        {
+            let mut queue = engine.inner.lock_queue();
+            for queued in requeued {
+                queue.push(queued);
+            }
+        }
+        engine.inner.pump();
+        retention::spawn(&engine.inner);
+        Ok(engine)
     }
 
-    /// Validates and records a new operation, then starts it. Returns once the
-    /// `pending` record is durable.
-    pub async fn submit(&self, request: SubmitRequest) -> Result<Operation, SubmitError> {
-        let plugin = self
-            .inner
-            .registry
-            .get(&request.op_type)
-            .ok_or_else(|| SubmitError::UnknownType(request.op_type.clone()))?;
-        let mut errors = plugin.schema.check(&request.params, "params");
+    /// Checks a request without starting anything: type known, params valid.
+    pub async fn check(&self, op_type: &str, params: &serde_json::Value) -> Result<Arc<Plugin>, SubmitError> {
+        let plugin = self.inner.registry.get(op_type).ok_or_else(|| SubmitError::UnknownType(op_type.to_owned()))?;
+        let mut errors = plugin.schema.check(params, "params");
         if errors.is_empty() {
-            let params = request.params.to_string();
-            for (field, message) in plugin
-                .component
-                .validate(&self.inner.sandbox, &params)
-                .await?
-            {
-                let field = if field.is_empty() {
-                    "params".to_owned()
-                } else {
-                    format!("params/{field}")
-                };
+            let text = params.to_string();
+            for (field, message) in plugin.component.validate(&self.inner.sandbox, &text).await? {
+                let field = if field.is_empty() { "params".to_owned() } else { format!("params/{field}") };
                 errors.push(FieldError::new(field, message));
             }
         }
-        if !errors.is_empty() {
-            return Err(SubmitError::Invalid(errors));
-        }
-        let operation = Operation::pending(
+        if errors.is_empty() { Ok(plugin) } else { Err(SubmitError::Invalid(errors)) }
+    }
+
+    /// Validates and admits a new operation, then queues it. Returns once the
+    /// `pending` record is durable. Admission is atomic in the store: of many
+    /// identical concurrent requests exactly one is admitted.
+    pub async fn submit(&self, request: SubmitRequest) -> Result<Submitted, SubmitError> {
+        let plugin = self.check(&request.op_type, &request.params).await?;
+        let policy = self.policy(&plugin.name);
+        let mut operation = Operation::pending(
             &plugin.name,
             &plugin.version.to_string(),
             &request.target,
             request.params,
             &request.created_by,
         );
-        self.inner
-            .store
-            .commit(Change::Operation {
-                kind: EventKind::Created,
-                operation: Arc::new(operation.clone()),
-                at: operation.created_at,
-            })
-            .await?;
-        let switch = Arc::new(CancelSwitch::default());
-        self.inner
-            .running
-            .lock()
-            .expect("running map poisoned")
-            .insert(operation.id, switch.clone());
-        let inner = self.inner.clone();
-        let op = operation.clone();
-        self.inner.tasks.spawn(async move {
-            let id = op.id;
-            runner::run(&inner, op, plugin, &switch).await;
-            inner
-                .running
-                .lock()
-                .expect("running map poisoned")
-                .remove(&id);
-        });
-        Ok(operation)
+        operation.group = policy.exclusivity_group.or_else(|| plugin.exclusivity_group.clone());
+        operation.idempotency_key = request.idempotency_key;
+        match self.inner.store.commit(Change::Admit { operation: Arc::new(operation.clone()) }).await {
+            Ok(_) => {
+                self.inner.lock_queue().push(Queued { op: operation.clone(), plugin });
+                self.inner.pump();
+                Ok(Submitted::Created(operation))
+            }
+            Err(StoreError::SlotTaken(holder)) => {
+                let holder = self.inner.store.get(holder)?.ok_or(StoreError::Closed)?;
+                Err(SubmitError::Busy(Box::new(holder)))
+            }
+            Err(StoreError::Replay(original)) => {
+                let original = self.inner.store.get(original)?.ok_or(StoreError::Closed)?;
+                let same = original.op_type == operation.op_type
+                    && original.target == operation.target
+                    && original.params == operation.params;
+                if same { Ok(Submitted::Replayed(original)) } else { Err(SubmitError::KeyReused(Box::new(original))) }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
-    /// Asks a running operation to stop. It sees `cancelled()` at once and is
-    /// stopped by force after the grace period.
+    /// Cancels an operation: a pending one ends `cancelled` at once; a
+    /// running one sees `cancelled()` at once and is stopped by force after
+    /// the grace period. Either way it ends `cancelled`.
     pub async fn cancel(&self, id: OperationId, by: &str) -> Result<Operation, CancelError> {
-        let switch = self
-            .inner
-            .running
-            .lock()
-            .expect("running map poisoned")
-            .get(&id)
-            .cloned();
-        let Some(switch) = switch else {
-            return match self.inner.store.get(id)? {
-                None => Err(CancelError::NotFound(id)),
-                Some(op) => Err(CancelError::AlreadyEnded(Box::new(op))),
+        // An admitted operation reaches the queue a moment after its record
+        // is durable; wait that moment out rather than call it ended.
+        for _ in 0..100 {
+            let (queued, switch, known) = {
+                let mut queue = self.inner.lock_queue();
+                (queue.remove_pending(id), queue.switch(id), queue.holds(id))
             };
-        };
-        *switch.by.lock().expect("cancel switch poisoned") = Some(by.to_owned());
-        switch.requested.store(true, Ordering::Relaxed);
-        let (grace, shutdown) = (self.inner.config.cancel_grace, self.inner.shutdown.clone());
-        let forced = switch.clone();
-        self.inner.tasks.spawn(async move {
-            // Shutdown stops the runner anyway; don't hold it up for the grace period.
-            if shutdown
-                .run_until_cancelled(tokio::time::sleep(grace))
-                .await
-                .is_some()
-            {
-                forced.force();
+            if let Some(queued) = queued {
+                return Ok(self.inner.cancel_pending(queued.op, by).await?);
             }
-        });
-        self.inner.store.get(id)?.ok_or(CancelError::NotFound(id))
+            if let Some(switch) = switch {
+                *switch.by.lock().expect("cancel switch poisoned") = Some(by.to_owned());
+                switch.requested.store(true, Ordering::Relaxed);
+                let (grace, shutdown, forced) =
+                    (self.inner.config.cancel_grace, self.inner.shutdown.clone(), switch.clone());
+                self.inner.tasks.spawn(async move {
+                    // Shutdown stops the runner anyway; don't hold it up for the grace period.
+                    if shutdown.run_until_cancelled(tokio::time::sleep(grace)).await.is_some() {
+                        forced.force();
+                    }
+                });
+                return self.inner.store.get(id)?.ok_or(CancelError::NotFound(id));
+            }
+            match self.inner.store.get(id)? {
+                None => return Err(CancelError::NotFound(id)),
+                Some(op) if op.status.is_terminal() => return Err(CancelError::AlreadyEnded(Box::new(op))),
+                Some(_) if !known => tokio::time::sleep(Duration::from_millis(5)).await,
+                Some(_) => {}
+            }
+        }
+        Err(CancelError::Store(StoreError::Closed))
     }
 
     /// The operation with `id`.
@@ -241,13 +273,14 @@ impl Engine {
         self.inner.store.get(id)
     }
 
-    /// A page of operations, newest first, older than `before`.
+    /// A page of operations matching `filter`, newest first, older than `before`.
     pub fn list(
         &self,
+        filter: &OperationFilter,
         limit: usize,
         before: Option<OperationId>,
     ) -> Result<Vec<Operation>, StoreError> {
-        self.inner.store.list(limit, before)
+        self.inner.store.list(filter, limit, before)
     }
 
     /// The stored event frames of `id` after `since`.
@@ -255,11 +288,66 @@ impl Engine {
         self.inner.store.events(id, since)
     }
 
-    /// Stops every runner without recording an outcome (the next start records
-    /// them as interrupted) and waits for them to let go of their sandboxes.
+    /// Pending (queued) and running counts.
+    pub fn counts(&self) -> (usize, usize) {
+        self.inner.lock_queue().counts()
+    }
+
+    /// The operator's policy for `op_type`.
+    fn policy(&self, op_type: &str) -> TypePolicy {
+        self.inner.config.types.get(op_type).cloned().unwrap_or_default()
+    }
+
+    /// Stops every runner without recording an outcome (the next start deals
+    /// with them, as after a crash) and waits for them to let go of their
+    /// sandboxes.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+    }
+}
+
+impl Inner {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().expect("queue poisoned")
+    }
+
+    /// Starts every queued operation that fits the limits.
+    fn pump(self: &Arc<Self>) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let started = {
+            let types = &self.config.types;
+            self.lock_queue()
+                .take_startable(self.config.max_concurrent, |t| types.get(t).and_then(|p| p.max_concurrent))
+        };
+        for start in started {
+            let inner = self.clone();
+            self.tasks.spawn(async move {
+                let id = start.op.id;
+                let timeout = inner
+                    .config
+                    .types
+                    .get(&start.op.op_type)
+                    .and_then(|p| p.timeout)
+                    .unwrap_or(start.plugin.default_timeout);
+                runner::run(&inner, start.op, start.plugin, &start.switch, timeout).await;
+                inner.lock_queue().finished(id);
+                inner.pump();
+            });
+        }
+    }
+
+    async fn cancel_pending(&self, mut op: Operation, by: &str) -> Result<Operation, StoreError> {
+        let now = Timestamp::now();
+        op.status = Status::Cancelled;
+        op.finished_at = Some(now);
+        op.message = format!("cancelled by {by} before it started");
+        self.store
+            .commit(Change::Operation { kind: EventKind::Cancelled, operation: Arc::new(op.clone()), at: now })
+            .await?;
+        Ok(op)
     }
 }

@@ -6,6 +6,7 @@
 //! transition (which the store publishes only once durable).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
@@ -25,6 +26,7 @@ pub(super) async fn run(
     mut op: Operation,
     plugin: Arc<Plugin>,
     switch: &CancelSwitch,
+    timeout: Duration,
 ) {
     let store = &inner.store;
     op.status = Status::Running;
@@ -37,24 +39,13 @@ pub(super) async fn run(
 
     let (progress_tx, progress_rx) = watch::channel(LiveProgress::default());
     let (log_tx, mut log_rx) = mpsc::channel(LOG_QUEUE);
-    let hooks = RunHooks {
-        progress: progress_tx,
-        logs: log_tx,
-        cancel: switch.requested.clone(),
-    };
+    let hooks = RunHooks { progress: progress_tx, logs: log_tx, cancel: switch.requested.clone() };
     let mut throttle = ProgressThrottle::new(progress_rx, inner.config.progress_window);
     let mut panic = PanicWatch::default();
     let (target, params) = (op.target.clone(), op.params.to_string());
 
     let result = {
-        let run = plugin.component.run(
-            &inner.sandbox,
-            &target,
-            &params,
-            hooks,
-            plugin.default_timeout,
-            switch.forced.clone(),
-        );
+        let run = plugin.component.run(&inner.sandbox, &target, &params, hooks, timeout, switch.forced.clone());
         tokio::pin!(run);
         loop {
             tokio::select! {
@@ -91,14 +82,7 @@ pub(super) async fn run(
     let kind = finish(&mut op, result, panic.message, by);
     let at = op.finished_at.unwrap_or_else(Timestamp::now);
     tracing::info!(op = %op.id, r#type = %op.op_type, status = op.status.as_str(), "operation ended");
-    if let Err(e) = store
-        .commit(Change::Operation {
-            kind,
-            operation: Arc::new(op.clone()),
-            at,
-        })
-        .await
-    {
+    if let Err(e) = store.commit(Change::Operation { kind, operation: Arc::new(op.clone()), at }).await {
         tracing::error!(op = %op.id, error = %e, "cannot record the end of an operation");
     }
 }
@@ -112,20 +96,11 @@ fn started(op: &Operation) -> Change {
 }
 
 fn progress(op: &Operation) -> Change {
-    Change::Operation {
-        kind: EventKind::Progress,
-        operation: Arc::new(op.clone()),
-        at: Timestamp::now(),
-    }
+    Change::Operation { kind: EventKind::Progress, operation: Arc::new(op.clone()), at: Timestamp::now() }
 }
 
 fn log(op: &Operation, line: LogLine) -> Change {
-    Change::Log {
-        op_id: op.id,
-        level: line.level,
-        message: line.message,
-        at: line.at,
-    }
+    Change::Log { op_id: op.id, level: line.level, message: line.message, at: line.at }
 }
 
 /// Copies the plugin's live progress into the operation.
@@ -160,11 +135,7 @@ fn finish(
         Ok(RunOutput::Completed { message, details }) => {
             op.status = Status::Completed;
             op.progress = 100;
-            op.message = if message.is_empty() {
-                "completed".to_owned()
-            } else {
-                message
-            };
+            op.message = if message.is_empty() { "completed".to_owned() } else { message };
             if let Some(details) = details {
                 op.details = details;
             }
@@ -173,11 +144,7 @@ fn finish(
         Ok(RunOutput::Failed(message)) => fail(op, "plugin_error", message),
         Ok(RunOutput::InvalidParams(errors)) => {
             let list: Vec<String> = errors.iter().map(|(f, m)| format!("{f}: {m}")).collect();
-            fail(
-                op,
-                "invalid_params",
-                format!("invalid params: {}", list.join("; ")),
-            )
+            fail(op, "invalid_params", format!("invalid params: {}", list.join("; ")))
         }
         Ok(RunOutput::Cancelled) | Err(Fault::ForcedStop) => {
             op.status = Status::Cancelled;
@@ -236,11 +203,7 @@ mod tests {
     use super::*;
 
     fn stderr(text: &str) -> LogLine {
-        LogLine {
-            level: LogLevel::Warn,
-            message: text.to_owned(),
-            at: Timestamp::now(),
-        }
+        LogLine { level: LogLevel::Warn, message: text.to_owned(), at: Timestamp::now() }
     }
 
     #[test]
@@ -256,19 +219,10 @@ mod tests {
     #[test]
     fn cancelled_run_names_who_cancelled() {
         let mut op = Operation::pending("demo", "0.1.0", "t", serde_json::json!({}), "api");
-        let kind = finish(
-            &mut op,
-            Err(Fault::ForcedStop),
-            None,
-            Some("user:ann".into()),
-        );
+        let kind = finish(&mut op, Err(Fault::ForcedStop), None, Some("user:ann".into()));
         assert_eq!(kind, EventKind::Cancelled);
         assert_eq!(op.status, Status::Cancelled);
-        assert!(
-            op.message.contains("user:ann") && op.message.contains("by force"),
-            "{}",
-            op.message
-        );
+        assert!(op.message.contains("user:ann") && op.message.contains("by force"), "{}", op.message);
     }
 
     #[test]
@@ -278,10 +232,7 @@ mod tests {
             finish(&mut op, Err(fault), None, None);
             op.error.unwrap().code
         };
-        assert_eq!(
-            code(Fault::Timeout(std::time::Duration::from_secs(1))),
-            "timeout"
-        );
+        assert_eq!(code(Fault::Timeout(std::time::Duration::from_secs(1))), "timeout");
         assert_eq!(code(Fault::MemoryLimit(64 << 20)), "memory_limit");
         assert_eq!(code(Fault::Trap("unreachable".into())), "trap");
     }

@@ -71,11 +71,7 @@ impl Hub {
             state: Mutex::new(State {
                 last_seq,
                 active: active.into_iter().map(|op| (op.id, Arc::new(op))).collect(),
-                recent: recent
-                    .into_iter()
-                    .take(RECENT_TERMINAL)
-                    .map(Arc::new)
-                    .collect(),
+                recent: recent.into_iter().take(RECENT_TERMINAL).map(Arc::new).collect(),
                 connections: HashMap::new(),
                 next_connection: 0,
             }),
@@ -93,25 +89,10 @@ impl Hub {
         let mut state = self.lock();
         let id = state.next_connection;
         state.next_connection += 1;
-        state.connections.insert(
-            id,
-            Subscriber {
-                topics: HashSet::new(),
-                queue,
-                lagged: lagged.clone(),
-            },
-        );
+        state.connections.insert(id, Subscriber { topics: HashSet::new(), queue, lagged: lagged.clone() });
         let hello_seq = state.last_seq;
         drop(state);
-        (
-            Connection {
-                id,
-                hub: self.clone(),
-                lagged,
-                hello_seq,
-            },
-            frames,
-        )
+        (Connection { id, hub: self.clone(), lagged, hello_seq }, frames)
     }
 
     /// The seq of the last published event.
@@ -135,10 +116,7 @@ impl Connection {
         let mut state = self.hub.lock();
         let seq = state.last_seq;
         let reset = since.is_some_and(|s| s != seq);
-        let frames: Vec<Utf8Bytes> = topics
-            .iter()
-            .map(|t| snapshot::frame(&state, t, seq, reset, known))
-            .collect();
+        let frames: Vec<Utf8Bytes> = topics.iter().map(|t| snapshot::frame(&state, t, seq, reset, known)).collect();
         let Some(subscriber) = state.connections.get_mut(&self.id) else {
             return;
         };

@@ -24,6 +24,9 @@ pub enum EventKind {
     /// The plugin started running.
     #[serde(rename = "operation.started")]
     Started,
+    /// Interrupted by a restart and queued to run again (`pending`, attempt + 1).
+    #[serde(rename = "operation.requeued")]
+    Requeued,
     /// Progress, message, phase or details changed (throttled).
     #[serde(rename = "operation.progress")]
     Progress,
@@ -47,6 +50,7 @@ impl EventKind {
         match self {
             EventKind::Created => "operation.created",
             EventKind::Started => "operation.started",
+            EventKind::Requeued => "operation.requeued",
             EventKind::Progress => "operation.progress",
             EventKind::Log => "operation.log",
             EventKind::Completed => "operation.completed",
@@ -57,10 +61,7 @@ impl EventKind {
 
     /// True for the three terminal kinds.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            EventKind::Completed | EventKind::Failed | EventKind::Cancelled
-        )
+        matches!(self, EventKind::Completed | EventKind::Failed | EventKind::Cancelled)
     }
 }
 

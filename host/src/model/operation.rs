@@ -101,10 +101,7 @@ pub struct OpError {
 impl OpError {
     /// An error with `code` and `message`.
     pub fn new(code: &str, message: impl Into<String>) -> Self {
-        OpError {
-            code: code.to_owned(),
-            message: message.into(),
-        }
+        OpError { code: code.to_owned(), message: message.into() }
     }
 }
 
@@ -144,6 +141,12 @@ pub struct Operation {
     pub finished_at: Option<Timestamp>,
     /// 1 for the first run; more when re-queued after an interruption.
     pub attempt: u32,
+    /// The exclusivity group it ran in, if its type has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// The client's idempotency key, if the request carried one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl Operation {
@@ -172,6 +175,18 @@ impl Operation {
             started_at: None,
             finished_at: None,
             attempt: 1,
+            group: None,
+            idempotency_key: None,
+        }
+    }
+
+    /// The `active` index slot this operation holds while pending or running:
+    /// its exclusivity group if it has one, else its type. At most one
+    /// operation holds a slot per target.
+    pub fn slot(&self) -> String {
+        match &self.group {
+            Some(group) => format!("group:{group}"),
+            None => self.op_type.clone(),
         }
     }
 }

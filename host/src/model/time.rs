@@ -12,10 +12,21 @@ pub struct Timestamp(SystemTime);
 impl Timestamp {
     /// Now, truncated to milliseconds so a value survives a JSON round trip intact.
     pub fn now() -> Self {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Timestamp(UNIX_EPOCH + Duration::from_millis(since.as_millis() as u64))
+    }
+}
+
+impl Timestamp {
+    /// The instant as a `SystemTime`.
+    pub fn system_time(self) -> SystemTime {
+        self.0
+    }
+}
+
+impl From<SystemTime> for Timestamp {
+    fn from(time: SystemTime) -> Self {
+        Timestamp(time)
     }
 }
 
@@ -34,8 +45,6 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        humantime::parse_rfc3339(&text)
-            .map(Timestamp)
-            .map_err(serde::de::Error::custom)
+        humantime::parse_rfc3339(&text).map(Timestamp).map_err(serde::de::Error::custom)
     }
 }

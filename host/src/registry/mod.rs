@@ -51,6 +51,8 @@ pub struct Plugin {
     pub default_timeout: Duration,
     /// Whether interrupted runs are re-queued.
     pub retry_safe: bool,
+    /// The exclusivity group the plugin declares (the operator's config may override it).
+    pub exclusivity_group: Option<String>,
     /// Where it came from: `bundled` or the file path.
     pub source: String,
     /// The compiled, linked component.
@@ -74,6 +76,8 @@ pub struct PluginSummary {
     pub default_timeout_ms: u64,
     /// Re-run after interruption?
     pub retry_safe: bool,
+    /// Declared exclusivity group.
+    pub exclusivity_group: Option<String>,
     /// `bundled` or a file path.
     pub source: String,
     /// sha256 of the component.
@@ -91,6 +95,7 @@ impl Plugin {
             params_schema: self.schema.document().clone(),
             default_timeout_ms: self.default_timeout.as_millis() as u64,
             retry_safe: self.retry_safe,
+            exclusivity_group: self.exclusivity_group.clone(),
             source: self.source.clone(),
             sha256: self.component.sha256.clone(),
         }
@@ -106,11 +111,7 @@ pub struct Registry {
 impl Registry {
     /// Loads the bundled plugins, then every `*.wasm` in `dirs`. When two
     /// plugins share a name, the higher version wins.
-    pub async fn load(
-        sandbox: &Arc<Sandbox>,
-        bundled: &[(&str, &'static [u8])],
-        dirs: &[PathBuf],
-    ) -> Registry {
+    pub async fn load(sandbox: &Arc<Sandbox>, bundled: &[(&str, &'static [u8])], dirs: &[PathBuf]) -> Registry {
         let mut registry = Registry::default();
         for (name, wasm) in bundled {
             match load_one(sandbox, wasm, "bundled").await {
@@ -179,19 +180,20 @@ async fn load_one(sandbox: &Arc<Sandbox>, wasm: &[u8], source: &str) -> Result<P
             .await
             .map_err(|e| LoadError::Describe(format!("loader panicked: {e}")))??
     };
-    let info = component
-        .describe(sandbox)
-        .await
-        .map_err(crate::sandbox::SandboxError::from)?;
+    let info = component.describe(sandbox).await.map_err(crate::sandbox::SandboxError::from)?;
     if !valid_name(&info.name) {
         return Err(LoadError::Describe(format!(
             "name {:?} must be 1-64 lowercase letters, digits or '-', starting with a letter",
             info.name
         )));
     }
-    let version = semver::Version::parse(&info.version).map_err(|e| {
-        LoadError::Describe(format!("version {:?} is not semver: {e}", info.version))
-    })?;
+    if let Some(group) = &info.exclusivity_group
+        && !valid_name(group)
+    {
+        return Err(LoadError::Describe(format!("exclusivity group {group:?} must be a name like an operation type")));
+    }
+    let version = semver::Version::parse(&info.version)
+        .map_err(|e| LoadError::Describe(format!("version {:?} is not semver: {e}", info.version)))?;
     let schema = ParamsSchema::compile(&info.params_schema).map_err(LoadError::Describe)?;
     Ok(Plugin {
         name: info.name,
@@ -201,6 +203,7 @@ async fn load_one(sandbox: &Arc<Sandbox>, wasm: &[u8], source: &str) -> Result<P
         schema,
         default_timeout: info.default_timeout,
         retry_safe: info.retry_safe,
+        exclusivity_group: info.exclusivity_group,
         source: source.to_owned(),
         component,
     })

@@ -13,14 +13,9 @@ pub struct ParamsSchema {
 impl ParamsSchema {
     /// Parses and compiles the schema text from `describe()`.
     pub fn compile(text: &str) -> Result<Self, String> {
-        let document: Value =
-            serde_json::from_str(text).map_err(|e| format!("params schema is not JSON: {e}"))?;
-        let validator = jsonschema::validator_for(&document)
-            .map_err(|e| format!("params schema is invalid: {e}"))?;
-        Ok(ParamsSchema {
-            document,
-            validator,
-        })
+        let document: Value = serde_json::from_str(text).map_err(|e| format!("params schema is not JSON: {e}"))?;
+        let validator = jsonschema::validator_for(&document).map_err(|e| format!("params schema is invalid: {e}"))?;
+        Ok(ParamsSchema { document, validator })
     }
 
     /// The schema as published.
@@ -36,21 +31,12 @@ impl ParamsSchema {
             let at = join(prefix, error.instance_path().as_str());
             match error.kind() {
                 jsonschema::error::ValidationErrorKind::Required { property } => {
-                    let name = property
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| property.to_string());
-                    errors.push(FieldError::new(
-                        join(&at, &format!("/{name}")),
-                        "is required",
-                    ));
+                    let name = property.as_str().map(str::to_owned).unwrap_or_else(|| property.to_string());
+                    errors.push(FieldError::new(join(&at, &format!("/{name}")), "is required"));
                 }
                 jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
                     for name in unexpected {
-                        errors.push(FieldError::new(
-                            join(&at, &format!("/{name}")),
-                            "is not an accepted field",
-                        ));
+                        errors.push(FieldError::new(join(&at, &format!("/{name}")), "is not an accepted field"));
                     }
                 }
                 _ => errors.push(FieldError::new(at, error.to_string())),
@@ -80,24 +66,11 @@ mod tests {
             r#"{"type":"object","properties":{"steps":{"type":"integer","minimum":1}},"required":["steps"],"additionalProperties":false}"#,
         )
         .unwrap();
-        assert!(
-            schema
-                .check(&serde_json::json!({"steps": 3}), "params")
-                .is_empty()
-        );
-        let fields = |v| {
-            schema
-                .check(&v, "params")
-                .into_iter()
-                .map(|e| e.field)
-                .collect::<Vec<_>>()
-        };
+        assert!(schema.check(&serde_json::json!({"steps": 3}), "params").is_empty());
+        let fields = |v| schema.check(&v, "params").into_iter().map(|e| e.field).collect::<Vec<_>>();
         assert_eq!(fields(serde_json::json!({})), ["params/steps"]);
         assert_eq!(fields(serde_json::json!({"steps": 0})), ["params/steps"]);
         assert_eq!(fields(serde_json::json!({"steps": "x"})), ["params/steps"]);
-        assert_eq!(
-            fields(serde_json::json!({"steps": 1, "bogus": 1})),
-            ["params/bogus"]
-        );
+        assert_eq!(fields(serde_json::json!({"steps": 1, "bogus": 1})), ["params/bogus"]);
     }
 }

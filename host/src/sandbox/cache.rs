@@ -43,12 +43,7 @@ fn artifact_path(dir: &Path, sha256: &str, engine_hash: &str) -> PathBuf {
 
 /// Loads the component from the cache, or compiles and caches it.
 /// Returns the component and whether it came from the cache.
-pub(crate) fn load(
-    engine: &Engine,
-    dir: &Path,
-    wasm: &[u8],
-    sha256: &str,
-) -> Result<(Component, bool), SandboxError> {
+pub(crate) fn load(engine: &Engine, dir: &Path, wasm: &[u8], sha256: &str) -> Result<(Component, bool), SandboxError> {
     let path = artifact_path(dir, sha256, &engine_hash(engine));
     if path.exists() {
         // SAFETY: the file is one this function wrote with `precompile_component`
@@ -62,16 +57,14 @@ pub(crate) fn load(
             }
         }
     }
-    let compiled = engine
-        .precompile_component(wasm)
-        .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+    let compiled = engine.precompile_component(wasm).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
     if let Err(e) = write_atomically(dir, &path, &compiled) {
         tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled plugin; continuing without");
     }
     // SAFETY: `compiled` was produced just above by this engine.
     #[allow(unsafe_code)]
-    let component = unsafe { Component::deserialize(engine, &compiled) }
-        .map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+    let component =
+        unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
     Ok((component, false))
 }
 

@@ -65,6 +65,8 @@ pub struct PluginDescription {
     pub default_timeout: Duration,
     /// Whether interrupted runs may be re-run.
     pub retry_safe: bool,
+    /// The exclusivity group, if the plugin declares one.
+    pub exclusivity_group: Option<String>,
 }
 
 /// How a run that returned ended.
@@ -102,27 +104,19 @@ impl Component {
             params_schema: info.params_schema,
             default_timeout: Duration::from_millis(info.default_timeout_ms),
             retry_safe: info.retry_safe,
+            exclusivity_group: info.exclusivity_group,
         })
     }
 
     /// Calls `validate`; returns the field errors, empty if the params are fine.
-    pub async fn validate(
-        &self,
-        sandbox: &Sandbox,
-        params: &str,
-    ) -> Result<Vec<(String, String)>, Fault> {
+    pub async fn validate(&self, sandbox: &Sandbox, params: &str) -> Result<Vec<(String, String)>, Fault> {
         let mut store = new_store(sandbox, None, QUICK_CALL_LIMIT, None);
         let result = call(&mut store, QUICK_CALL_LIMIT, async |store| {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             instance.call_validate(&mut *store, params).await
         })
         .await?;
-        Ok(result
-            .err()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| (e.field, e.message))
-            .collect())
+        Ok(result.err().unwrap_or_default().into_iter().map(|e| (e.field, e.message)).collect())
     }
 
     /// Calls `run` with `hooks` connected, within `timeout`. Setting
@@ -147,10 +141,7 @@ impl Component {
                 message: outcome.message,
                 details: match outcome.details.trim() {
                     "" => None,
-                    text => Some(
-                        serde_json::from_str(text)
-                            .unwrap_or_else(|_| serde_json::json!({ "text": text })),
-                    ),
+                    text => Some(serde_json::from_str(text).unwrap_or_else(|_| serde_json::json!({ "text": text }))),
                 },
             },
             Err(wit::RunError::Failed(message)) => RunOutput::Failed(message),
@@ -170,19 +161,10 @@ fn new_store(
 ) -> Store<HostState> {
     let mut wasi = WasiCtxBuilder::new();
     if let Some(hooks) = &hooks {
-        wasi.stdout(LogStream {
-            level: LogLevel::Info,
-            logs: hooks.logs.clone(),
-        });
-        wasi.stderr(LogStream {
-            level: LogLevel::Warn,
-            logs: hooks.logs.clone(),
-        });
+        wasi.stdout(LogStream { level: LogLevel::Info, logs: hooks.logs.clone() });
+        wasi.stderr(LogStream { level: LogLevel::Warn, logs: hooks.logs.clone() });
     }
-    let mut store = Store::new(
-        &sandbox.engine,
-        HostState::new(wasi.build(), sandbox.config.memory_limit, hooks),
-    );
+    let mut store = Store::new(&sandbox.engine, HostState::new(wasi.build(), sandbox.config.memory_limit, hooks));
     store.limiter(|state| &mut state.memory);
     let deadline = Instant::now() + limit;
     store.set_epoch_deadline(1);
@@ -190,10 +172,7 @@ fn new_store(
         if Instant::now() >= deadline {
             return Err(wasmtime::Error::new(Fault::Timeout(limit)));
         }
-        if force_stop
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed))
-        {
+        if force_stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
             return Err(wasmtime::Error::new(Fault::ForcedStop));
         }
         Ok(UpdateDeadline::Yield(1))
@@ -236,11 +215,7 @@ fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> Fault {
 fn trap_text(trap: Trap, error: &wasmtime::Error) -> String {
     let frame = error
         .downcast_ref::<wasmtime::WasmBacktrace>()
-        .and_then(|bt| {
-            bt.frames()
-                .iter()
-                .find_map(|f| f.func_name().map(str::to_owned))
-        });
+        .and_then(|bt| bt.frames().iter().find_map(|f| f.func_name().map(str::to_owned)));
     match frame {
         Some(func) => format!("{trap} (in {func})"),
         None => trap.to_string(),

@@ -49,12 +49,7 @@ pub(super) struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.hit = true;
             return Ok(false);
@@ -62,12 +57,7 @@ impl ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000)
     }
 }
@@ -82,24 +72,13 @@ pub(crate) struct HostState {
 
 impl HostState {
     pub(super) fn new(wasi: WasiCtx, memory_limit: usize, hooks: Option<RunHooks>) -> Self {
-        HostState {
-            wasi,
-            table: ResourceTable::new(),
-            memory: MemoryCap {
-                limit: memory_limit,
-                hit: false,
-            },
-            hooks,
-        }
+        HostState { wasi, table: ResourceTable::new(), memory: MemoryCap { limit: memory_limit, hit: false }, hooks }
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
 }
 
@@ -162,19 +141,13 @@ impl progress::Host for HostState {
                 types::Level::Warn => LogLevel::Warn,
                 types::Level::Error => LogLevel::Error,
             };
-            let line = LogLine {
-                level,
-                message: capped(message),
-                at: Timestamp::now(),
-            };
+            let line = LogLine { level, message: capped(message), at: Timestamp::now() };
             // A closed channel means the run is over; the line has nowhere to go.
             let _ = hooks.logs.send(line).await;
         }
     }
 
     fn cancelled(&mut self) -> bool {
-        self.hooks
-            .as_ref()
-            .is_some_and(|h| h.cancel.load(Ordering::Relaxed))
+        self.hooks.as_ref().is_some_and(|h| h.cancel.load(Ordering::Relaxed))
     }
 }

@@ -96,13 +96,9 @@ impl Sandbox {
         let engine = Engine::new(&wasm).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        bindings::Operation::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
-        bindings::Operation::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (stop, ticking) = (ticker_stop.clone(), engine.clone());
@@ -116,30 +112,16 @@ impl Sandbox {
             })
             .map_err(|e| SandboxError::Engine(format!("cannot start the epoch ticker: {e}")))?;
 
-        Ok(Arc::new(Sandbox {
-            engine,
-            linker,
-            config,
-            ticker_stop,
-        }))
+        Ok(Arc::new(Sandbox { engine, linker, config, ticker_stop }))
     }
 
     /// Compiles (or loads from the cache) and links a component.
     pub fn load(&self, wasm: &[u8]) -> Result<Component, SandboxError> {
         let sha256 = cache::sha256_hex(wasm);
-        let (component, from_cache) =
-            cache::load(&self.engine, &self.config.cache_dir, wasm, &sha256)?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
-        let pre =
-            OperationPre::new(instance_pre).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
-        Ok(Component {
-            pre,
-            sha256,
-            from_cache,
-        })
+        let (component, from_cache) = cache::load(&self.engine, &self.config.cache_dir, wasm, &sha256)?;
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        let pre = OperationPre::new(instance_pre).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        Ok(Component { pre, sha256, from_cache })
     }
 
     /// The memory cap per store.

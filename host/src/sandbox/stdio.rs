@@ -29,11 +29,7 @@ impl IsTerminal for LogStream {
 
 impl StdoutStream for LogStream {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter {
-            level: self.level,
-            logs: PollSender::new(self.logs.clone()),
-            pending: Vec::new(),
-        })
+        Box::new(LineWriter { level: self.level, logs: PollSender::new(self.logs.clone()), pending: Vec::new() })
     }
 }
 
@@ -59,24 +55,14 @@ impl LineWriter {
             return Poll::Ready(Ok(false));
         }
         let line: Vec<u8> = self.pending.drain(..end).collect();
-        let text = String::from_utf8_lossy(&line)
-            .trim_end_matches(['\n', '\r'])
-            .to_owned();
-        let _ = self.logs.send_item(LogLine {
-            level: self.level,
-            message: capped(text),
-            at: Timestamp::now(),
-        });
+        let text = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_owned();
+        let _ = self.logs.send_item(LogLine { level: self.level, message: capped(text), at: Timestamp::now() });
         Poll::Ready(Ok(true))
     }
 }
 
 impl AsyncWrite for LineWriter {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         // Make room first: never hold more than one long line.
         while self.pending.len() >= MAX_LINE || self.pending.contains(&b'\n') {
             if !ready!(self.poll_send_line(cx, false))? {

@@ -19,6 +19,13 @@ pub enum StoreError {
     /// A stored record could not be decoded.
     #[error("corrupt record {0}: {1}")]
     Corrupt(String, #[source] serde_json::Error),
+    /// Admission refused: another pending or running operation holds the
+    /// slot (same type, or same exclusivity group) on the target.
+    #[error("operation {0} is already active on this target")]
+    SlotTaken(crate::model::OperationId),
+    /// Admission refused: this idempotency key already created an operation.
+    #[error("idempotency key already used by operation {0}")]
+    Replay(crate::model::OperationId),
     /// The writer has stopped (the server is shutting down).
     #[error("the store is shut down")]
     Closed,
@@ -33,9 +40,4 @@ macro_rules! from_redb {
         }
     )*};
 }
-from_redb!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+from_redb!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);

@@ -6,6 +6,7 @@
 //! events to a [`Publish`] sink (the hub): no client can see an event that a
 //! crash could take back. Nothing else in the host opens the file.
 
+mod apply;
 mod error;
 mod reads;
 mod writer;
@@ -17,9 +18,10 @@ use redb::Database;
 use tokio::sync::{mpsc, oneshot};
 
 pub use error::StoreError;
-pub use writer::{Change, Publish};
+pub use reads::OperationFilter;
+pub use writer::{Change, Publish, Receipt};
 
-use crate::model::{Seq, Timestamp};
+use crate::model::Timestamp;
 
 /// How many changes may wait for the writer. Senders wait (async) when it is
 /// full, which slows producers down instead of growing memory.
@@ -48,8 +50,7 @@ impl Store {
     pub fn open(dir: &Path, sink: Arc<dyn Publish>) -> Result<(Store, WriterThread), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
         let path = dir.join("opal.redb");
-        let db =
-            Database::create(&path).map_err(|e| StoreError::Open(path.display().to_string(), e))?;
+        let db = Database::create(&path).map_err(|e| StoreError::Open(path.display().to_string(), e))?;
         let report = opal_migrations::migrate(&db)?;
         if report.from != report.to {
             tracing::info!(from = report.from, to = report.to, "migrated data file");
@@ -61,26 +62,17 @@ impl Store {
         Ok((Store { db, writer: tx }, WriterThread(thread)))
     }
 
-    /// Queues `change` and waits until it is committed; returns its seq.
-    pub async fn commit(&self, change: Change) -> Result<Seq, StoreError> {
+    /// Queues `change` and waits until it is committed (or refused).
+    pub async fn commit(&self, change: Change) -> Result<Receipt, StoreError> {
         let (ack, done) = oneshot::channel();
-        self.writer
-            .send(writer::Append {
-                change,
-                ack: Some(ack),
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.writer.send(writer::Append { change, ack: Some(ack) }).await.map_err(|_| StoreError::Closed)?;
         done.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Queues `change` without waiting for the commit. Its event is still
     /// published only once committed; use this where nobody waits on it.
     pub async fn enqueue(&self, change: Change) -> Result<(), StoreError> {
-        self.writer
-            .send(writer::Append { change, ack: None })
-            .await
-            .map_err(|_| StoreError::Closed)
+        self.writer.send(writer::Append { change, ack: None }).await.map_err(|_| StoreError::Closed)
     }
 
     /// A timestamp for a change built now.

@@ -1,10 +1,33 @@
 //! Reads: straight redb read transactions, never waiting for the writer.
 
-use opal_migrations::schema::{ACTIVE, EVENTS, LAST_SEQ_KEY, META, OPERATIONS};
+use opal_migrations::schema::{ACTIVE, EVENTS, LAST_SEQ_KEY, META, OPERATIONS, SCHEDULES};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::{Store, StoreError};
-use crate::model::{Operation, OperationId, Seq};
+use crate::model::{Operation, OperationId, Seq, Status};
+use crate::schedule::{Schedule, ScheduleId};
+
+/// Which operations a listing returns. Empty fields match everything.
+#[derive(Debug, Clone, Default)]
+pub struct OperationFilter {
+    /// Any of these statuses.
+    pub statuses: Vec<Status>,
+    /// This type.
+    pub op_type: Option<String>,
+    /// This target.
+    pub target: Option<String>,
+    /// This creator (`api`, `user:<name>`, `schedule:<id>`).
+    pub created_by: Option<String>,
+}
+
+impl OperationFilter {
+    fn matches(&self, op: &Operation) -> bool {
+        (self.statuses.is_empty() || self.statuses.contains(&op.status))
+            && self.op_type.as_ref().is_none_or(|t| *t == op.op_type)
+            && self.target.as_ref().is_none_or(|t| *t == op.target)
+            && self.created_by.as_ref().is_none_or(|c| *c == op.created_by)
+    }
+}
 
 pub(super) fn last_seq(db: &Database) -> Result<Seq, StoreError> {
     let txn = db.begin_read()?;
@@ -13,8 +36,7 @@ pub(super) fn last_seq(db: &Database) -> Result<Seq, StoreError> {
 }
 
 fn decode(key: u128, bytes: &[u8]) -> Result<Operation, StoreError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt(OperationId::from_key(key).to_string(), e))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(OperationId::from_key(key).to_string(), e))
 }
 
 impl Store {
@@ -22,15 +44,15 @@ impl Store {
     pub fn get(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OPERATIONS)?;
-        table
-            .get(id.to_key())?
-            .map(|v| decode(id.to_key(), v.value()))
-            .transpose()
+        table.get(id.to_key())?.map(|v| decode(id.to_key(), v.value())).transpose()
     }
 
-    /// Up to `limit` operations, newest first, strictly older than `before`.
+    /// Up to `limit` operations matching `filter`, newest first, strictly
+    /// older than `before`. Scans newest to oldest; retention keeps the table
+    /// bounded.
     pub fn list(
         &self,
+        filter: &OperationFilter,
         limit: usize,
         before: Option<OperationId>,
     ) -> Result<Vec<Operation>, StoreError> {
@@ -38,14 +60,20 @@ impl Store {
         let table = txn.open_table(OPERATIONS)?;
         let upper = before.map(|b| b.to_key()).unwrap_or(u128::MAX);
         let mut out = Vec::with_capacity(limit.min(1000));
-        for entry in table.range(..upper)?.rev().take(limit) {
+        for entry in table.range(..upper)?.rev() {
             let (k, v) = entry?;
-            out.push(decode(k.value(), v.value())?);
+            let op = decode(k.value(), v.value())?;
+            if filter.matches(&op) {
+                out.push(op);
+                if out.len() == limit {
+                    break;
+                }
+            }
         }
         Ok(out)
     }
 
-    /// The pending and running operations, from the `active` index.
+    /// The operations holding a slot in the `active` index.
     pub fn active(&self) -> Result<Vec<Operation>, StoreError> {
         let txn = self.db.begin_read()?;
         let active = txn.open_table(ACTIVE)?;
@@ -59,6 +87,22 @@ impl Store {
             }
         }
         out.sort_by_key(|op| op.id);
+        Ok(out)
+    }
+
+    /// Every operation not in a terminal status, oldest first: a full scan,
+    /// independent of the `active` index, for start-up recovery.
+    pub fn unfinished(&self) -> Result<Vec<Operation>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(OPERATIONS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let op = decode(k.value(), v.value())?;
+            if !op.status.is_terminal() {
+                out.push(op);
+            }
+        }
         Ok(out)
     }
 
@@ -79,5 +123,18 @@ impl Store {
     /// The seq of the last committed event.
     pub fn last_seq(&self) -> Result<Seq, StoreError> {
         last_seq(&self.db)
+    }
+
+    /// Every schedule, oldest first.
+    pub fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SCHEDULES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let id = ScheduleId::from_key(k.value());
+            out.push(serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt(id.to_string(), e))?);
+        }
+        Ok(out)
     }
 }

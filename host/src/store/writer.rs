@@ -3,22 +3,25 @@
 //! One OS thread owns every write transaction. It blocks for the first queued
 //! change, takes whatever else is already queued (up to [`MAX_BATCH`]), applies
 //! them all in one transaction, commits it durably (`Durability::Immediate`),
-//! and only then builds the [`Event`]s, publishes them in seq order and
-//! acknowledges the callers. One fsync thus covers many transitions.
+//! and only then publishes the batch's events, in seq order, and answers the
+//! callers. One fsync thus covers many transitions.
+//!
+//! A change can be refused on its own (an admission whose slot is taken)
+//! without failing the others in its batch: refusals are decided before
+//! anything is written for that change. A storage error fails the whole batch.
 //!
 //! It is a thread, not a task, because a commit blocks on fsync for
 //! milliseconds; that must not stall a runtime worker on a 2-core machine.
 
 use std::sync::Arc;
 
-use axum::extract::ws::Utf8Bytes;
-use opal_migrations::schema::{ACTIVE, EVENTS, LAST_SEQ_KEY, META, OPERATIONS};
-use redb::{Database, Durability, ReadableTable, WriteTransaction};
-use serde::Serialize;
+use redb::{Database, Durability};
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use crate::model::{Event, EventKind, LogLevel, Operation, OperationId, Seq, Timestamp};
+use super::apply::{Applied, apply};
+use crate::model::{Event, LogLevel, Operation, OperationId, Seq, Timestamp};
+use crate::schedule::Schedule;
 
 /// The most changes one commit takes. Bounds a batch's latency and memory.
 const MAX_BATCH: usize = 1024;
@@ -33,12 +36,20 @@ pub trait Publish: Send + Sync + 'static {
 /// One change to record.
 #[derive(Debug)]
 pub enum Change {
-    /// The operation's new state, and the event that says why it changed.
-    /// `Created` also claims its `(type, target)` in the `active` index; a
-    /// terminal kind releases it.
+    /// Records a new `pending` operation (event `operation.created`), if its
+    /// idempotency key is new and its slot on the target is free; otherwise
+    /// refused with [`StoreError::Replay`] or [`StoreError::SlotTaken`]. The
+    /// check and the insert are one step, so concurrent identical requests
+    /// admit exactly one operation.
+    Admit {
+        /// The pending operation.
+        operation: Arc<Operation>,
+    },
+    /// The operation's new state, and the event that says why it changed. A
+    /// terminal kind releases its slot; `Requeued` (re)claims it.
     Operation {
         /// What happened.
-        kind: EventKind,
+        kind: crate::model::EventKind,
         /// The operation after it happened (shared with the published event).
         operation: Arc<Operation>,
         /// When it happened.
@@ -55,11 +66,34 @@ pub enum Change {
         /// When it was written.
         at: Timestamp,
     },
+    /// Drops `active` entries whose holder is missing or already ended.
+    ReconcileActive,
+    /// Deletes up to `max` operations that ended before `before`, with their
+    /// events and idempotency keys.
+    Prune {
+        /// Cut-off.
+        before: Timestamp,
+        /// Most operations removed by one change.
+        max: usize,
+    },
+    /// Creates or replaces a schedule.
+    PutSchedule(Arc<Schedule>),
+    /// Deletes a schedule.
+    DeleteSchedule(crate::schedule::ScheduleId),
+}
+
+/// What a committed change produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// The seq of its event, if it recorded one.
+    pub seq: Option<Seq>,
+    /// How many records it removed or repaired.
+    pub count: usize,
 }
 
 pub(super) struct Append {
     pub(super) change: Change,
-    pub(super) ack: Option<oneshot::Sender<Result<Seq, StoreError>>>,
+    pub(super) ack: Option<oneshot::Sender<Result<Receipt, StoreError>>>,
 }
 
 pub(super) fn spawn(
@@ -81,26 +115,23 @@ pub(super) fn spawn(
                     }
                 }
                 match write_batch(&db, &batch, last_seq) {
-                    Ok(written) => {
-                        last_seq += written.len() as Seq;
-                        let mut events = Vec::with_capacity(written.len());
-                        let mut acks = Vec::with_capacity(written.len());
-                        for (append, event) in batch.drain(..).zip(written) {
-                            acks.push((append.ack, event.seq));
-                            events.push(event);
+                    Ok((outcomes, events)) => {
+                        if let Some(last) = events.last() {
+                            last_seq = last.seq;
                         }
                         sink.publish(events);
-                        for (ack, seq) in acks {
-                            if let Some(ack) = ack {
-                                let _ = ack.send(Ok(seq));
+                        for (append, outcome) in batch.drain(..).zip(outcomes) {
+                            if let Some(ack) = append.ack {
+                                let _ = ack.send(outcome);
                             }
                         }
                     }
                     Err(e) => {
                         tracing::error!(error = %e, changes = batch.len(), "store commit failed; batch dropped");
+                        let message = e.to_string();
                         for append in batch.drain(..) {
                             if let Some(ack) = append.ack {
-                                let _ = ack.send(Err(StoreError::Storage(redb::Error::Corrupted(e.to_string()))));
+                                let _ = ack.send(Err(StoreError::Storage(redb::Error::Corrupted(message.clone()))));
                             }
                         }
                     }
@@ -110,96 +141,31 @@ pub(super) fn spawn(
         .map_err(|e| StoreError::Io("writer thread".into(), e))
 }
 
-/// Applies `batch` in one durable transaction; returns the events it recorded.
-fn write_batch(db: &Database, batch: &[Append], last_seq: Seq) -> Result<Vec<Event>, StoreError> {
+type Outcomes = Vec<Result<Receipt, StoreError>>;
+
+/// Applies `batch` in one durable transaction; returns each change's outcome
+/// and the events recorded, in seq order.
+fn write_batch(db: &Database, batch: &[Append], last_seq: Seq) -> Result<(Outcomes, Vec<Event>), StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StoreError::Storage(redb::Error::Corrupted(e.to_string())))?;
+    let mut outcomes = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
     let mut seq = last_seq;
     for append in batch {
-        seq += 1;
-        events.push(apply(&txn, &append.change, seq)?);
-    }
-    txn.open_table(META)?.insert(LAST_SEQ_KEY, seq)?;
-    txn.commit()?;
-    Ok(events)
-}
-
-fn apply(txn: &WriteTransaction, change: &Change, seq: Seq) -> Result<Event, StoreError> {
-    match change {
-        Change::Operation {
-            kind,
-            operation,
-            at,
-        } => {
-            let op_json = serde_json::to_string(operation.as_ref())
-                .map_err(|e| StoreError::Corrupt(operation.id.to_string(), e))?;
-            let key = operation.id.to_key();
-            txn.open_table(OPERATIONS)?
-                .insert(key, op_json.as_bytes())?;
-            let mut active = txn.open_table(ACTIVE)?;
-            let index = (operation.op_type.as_str(), operation.target.as_str());
-            if *kind == EventKind::Created {
-                active.insert(index, key)?;
-            } else if kind.is_terminal() {
-                // Only release the slot if this operation holds it.
-                let holder = active.get(index)?.map(|v| v.value());
-                if holder == Some(key) {
-                    active.remove(index)?;
-                }
+        match apply(&txn, &append.change, seq + 1)? {
+            Applied::Event(event) => {
+                seq = event.seq;
+                outcomes.push(Ok(Receipt { seq: Some(seq), count: 0 }));
+                events.push(event);
             }
-            let frame = format!(
-                r#"{{"type":"event","seq":{seq},"event":"{}","at":"{at}","operation":{op_json}}}"#,
-                kind.as_str()
-            );
-            txn.open_table(EVENTS)?
-                .insert((key, seq), frame.as_bytes())?;
-            Ok(Event {
-                seq,
-                kind: *kind,
-                op_id: operation.id,
-                operation: Some(operation.clone()),
-                frame: Utf8Bytes::from(frame),
-            })
-        }
-        Change::Log {
-            op_id,
-            level,
-            message,
-            at,
-        } => {
-            let frame = serde_json::to_string(&LogFrame {
-                kind: "event",
-                seq,
-                event: EventKind::Log.as_str(),
-                at: *at,
-                operation_id: *op_id,
-                level: *level,
-                message,
-            })
-            .map_err(|e| StoreError::Corrupt(op_id.to_string(), e))?;
-            txn.open_table(EVENTS)?
-                .insert((op_id.to_key(), seq), frame.as_bytes())?;
-            Ok(Event {
-                seq,
-                kind: EventKind::Log,
-                op_id: *op_id,
-                operation: None,
-                frame: Utf8Bytes::from(frame),
-            })
+            Applied::Done(count) => outcomes.push(Ok(Receipt { seq: None, count })),
+            Applied::Refused(refusal) => outcomes.push(Err(refusal)),
         }
     }
-}
-
-#[derive(Serialize)]
-struct LogFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    seq: Seq,
-    event: &'static str,
-    at: Timestamp,
-    operation_id: OperationId,
-    level: LogLevel,
-    message: &'a str,
+    if seq != last_seq {
+        txn.open_table(opal_migrations::schema::META)?.insert(opal_migrations::schema::LAST_SEQ_KEY, seq)?;
+    }
+    txn.commit()?;
+    Ok((outcomes, events))
 }

@@ -28,11 +28,7 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub async fn serve(socket: WebSocket, hub: Arc<Hub>, store: Store, shutdown: CancellationToken) {
     let (connection, mut frames) = hub.connect();
     let (mut sink, mut stream) = socket.split();
-    let hello = ServerMessage::Hello {
-        protocol: PROTOCOL,
-        seq: connection.hello_seq,
-    }
-    .to_text();
+    let hello = ServerMessage::Hello { protocol: PROTOCOL, seq: connection.hello_seq }.to_text();
     if sink.send(Message::Text(hello.into())).await.is_err() {
         return;
     }
@@ -80,36 +76,23 @@ pub async fn serve(socket: WebSocket, hub: Arc<Hub>, store: Store, shutdown: Can
 }
 
 fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }))
+    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
 }
 
 fn error(code: &str, message: impl Into<String>) -> String {
-    ServerMessage::Error {
-        code,
-        message: message.into(),
-    }
-    .to_text()
+    ServerMessage::Error { code, message: message.into() }.to_text()
 }
 
 /// Handles one client text message; returns a direct reply, if any.
 /// Snapshots are not replies: they travel through the hub's queue.
 fn handle(connection: &Connection, store: &Store, text: &str) -> Option<String> {
     if text.len() > MAX_CLIENT_MESSAGE {
-        return Some(error(
-            "too_large",
-            format!("messages are limited to {MAX_CLIENT_MESSAGE} bytes"),
-        ));
+        return Some(error("too_large", format!("messages are limited to {MAX_CLIENT_MESSAGE} bytes")));
     }
     let message: ClientMessage = match serde_json::from_str(text) {
         Ok(message) => message,
         Err(e) => {
-            return Some(error(
-                "bad_message",
-                format!("not a valid client message: {e}"),
-            ));
+            return Some(error("bad_message", format!("not a valid client message: {e}")));
         }
     };
     match message {
@@ -137,13 +120,7 @@ fn parse_topics(names: &[String]) -> Result<Vec<Topic>, String> {
     if names.is_empty() {
         return Err(error("bad_message", "topics must not be empty"));
     }
-    names
-        .iter()
-        .map(|n| {
-            n.parse::<Topic>()
-                .map_err(|e| error("unknown_topic", e.to_string()))
-        })
-        .collect()
+    names.iter().map(|n| n.parse::<Topic>().map_err(|e| error("unknown_topic", e.to_string()))).collect()
 }
 
 /// Operations named by `op:<id>` topics, read from the store, for snapshots

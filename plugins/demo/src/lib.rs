@@ -30,12 +30,7 @@ pub struct Params {
 }
 
 /// The phases, with the overall progress at which each one ends.
-const PHASES: [(&str, u8); 4] = [
-    ("setup", 30),
-    ("configure", 60),
-    ("install", 90),
-    ("verify", 100),
-];
+const PHASES: [(&str, u8); 4] = [("setup", 30), ("configure", 60), ("install", 90), ("verify", 100)];
 
 /// The demo installer.
 pub struct Demo;
@@ -47,15 +42,13 @@ impl Plugin for Demo {
         PluginInfo::new("demo", env!("CARGO_PKG_VERSION"), "Demo installer")
             .description("Walks setup, configure, install and verify phases, one sleep per step.")
             .timeout(Duration::from_secs(15 * 60))
-            .retry_safe()
     }
 
     fn validate(params: &Params) -> Result<(), Vec<FieldError>> {
         match params.fail_at_step {
-            Some(n) if n == 0 || n > params.steps => Err(vec![FieldError::new(
-                "fail_at_step",
-                format!("must be between 1 and steps ({})", params.steps),
-            )]),
+            Some(n) if n == 0 || n > params.steps => {
+                Err(vec![FieldError::new("fail_at_step", format!("must be between 1 and steps ({})", params.steps))])
+            }
             _ => Ok(()),
         }
     }
@@ -73,25 +66,14 @@ impl Plugin for Demo {
                 ctx.info(&format!("entering {name}"));
             }
             if params.fail_at_step == Some(step) {
-                return Err(Error::failed(format!(
-                    "{name} failed at step {step} of {}",
-                    params.steps
-                )));
+                return Err(Error::failed(format!("{name} failed at step {step} of {}", params.steps)));
             }
             ctx.sleep(Duration::from_millis(u64::from(params.step_ms)));
             ctx.progress(percent, &format!("{name}: step {step} of {}", params.steps));
-            ctx.details(&Details {
-                step,
-                steps: params.steps,
-            });
+            ctx.details(&Details { step, steps: params.steps });
         }
-        Ok(
-            Outcome::message(format!("installed on {target} in {} steps", params.steps))
-                .with_details(Details {
-                    step: params.steps,
-                    steps: params.steps,
-                }),
-        )
+        Ok(Outcome::message(format!("installed on {target} in {} steps", params.steps))
+            .with_details(Details { step: params.steps, steps: params.steps }))
     }
 }
 
@@ -109,10 +91,7 @@ fn percent_at(step: u32, steps: u32) -> u8 {
 
 /// The phase that `percent` falls in.
 fn phase_at(percent: u8) -> &'static str {
-    PHASES
-        .iter()
-        .find(|(_, end)| percent <= *end)
-        .map_or("verify", |(name, _)| name)
+    PHASES.iter().find(|(_, end)| percent <= *end).map_or("verify", |(name, _)| name)
 }
 
 opal_sdk::export_plugin!(Demo);
@@ -157,20 +136,10 @@ mod tests {
 
     #[test]
     fn fail_at_step_must_be_within_steps() {
-        let p = |fail| Params {
-            steps: 3,
-            step_ms: 0,
-            fail_at_step: fail,
-        };
+        let p = |fail| Params { steps: 3, step_ms: 0, fail_at_step: fail };
         assert!(Demo::validate(&p(None)).is_ok());
         assert!(Demo::validate(&p(Some(3))).is_ok());
-        assert_eq!(
-            Demo::validate(&p(Some(4))).unwrap_err()[0].field,
-            "fail_at_step"
-        );
-        assert_eq!(
-            Demo::validate(&p(Some(0))).unwrap_err()[0].field,
-            "fail_at_step"
-        );
+        assert_eq!(Demo::validate(&p(Some(4))).unwrap_err()[0].field, "fail_at_step");
+        assert_eq!(Demo::validate(&p(Some(0))).unwrap_err()[0].field, "fail_at_step");
     }
 }

@@ -41,8 +41,7 @@ impl Plugin for Faulty {
     type Params = Params;
 
     fn info() -> PluginInfo {
-        PluginInfo::new("faulty", "0.1.0", "Faulty (test only)")
-            .timeout(Duration::from_millis(1500))
+        PluginInfo::new("faulty", "0.1.0", "Faulty (test only)").timeout(Duration::from_millis(1500))
     }
 
     fn run(ctx: &Context, _target: &str, params: Params) -> Result<Outcome, Error> {

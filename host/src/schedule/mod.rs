@@ -1,0 +1,229 @@
+//! `schedule`: recurring operations on a cron.
+//!
+//! Owns the schedules (in memory, mirrored durably through the store) and the
+//! timer task that fires them. A firing goes through `Engine::submit` like any
+//! request, with `created_by: schedule:<id>`: if the previous operation is
+//! still active on the target, admission refuses it and the fire is recorded
+//! as skipped, never as a duplicate. Times are UTC. Fires missed while the
+//! server was down are not made up; the next one is computed from now.
+
+mod model;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use model::{RunOutcome, Schedule, ScheduleId, ScheduleRun};
+
+use crate::engine::{Engine, SubmitError, SubmitRequest, Submitted};
+use crate::model::{FieldError, Timestamp};
+use crate::store::{Change, Store, StoreError};
+
+/// A request to create a schedule, already checked for shape by the API.
+#[derive(Debug, Clone)]
+pub struct NewSchedule {
+    /// Cron expression.
+    pub cron: String,
+    /// Operation type.
+    pub op_type: String,
+    /// Target.
+    pub target: String,
+    /// Params.
+    pub params: serde_json::Value,
+}
+
+/// Why a schedule could not be created or found.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScheduleError {
+    /// The cron expression does not parse.
+    #[error("invalid schedule")]
+    Invalid(Vec<FieldError>),
+    /// The operation could not be checked (unknown type, invalid params...).
+    #[error(transparent)]
+    Submit(#[from] SubmitError),
+    /// No such schedule.
+    #[error("no schedule {0}")]
+    NotFound(ScheduleId),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Handle to the schedules. Cheap to clone.
+#[derive(Clone)]
+pub struct Schedules {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    engine: Engine,
+    /// The schedules and their parsed crons. A std mutex: never held across an await.
+    table: Mutex<HashMap<ScheduleId, (Schedule, Cron)>>,
+    /// Wakes the timer when the table changes.
+    changed: Notify,
+}
+
+/// Parses a cron expression (5 fields, or 6 with seconds first).
+fn parse_cron(text: &str) -> Result<Cron, FieldError> {
+    Cron::from_str(text).map_err(|e| FieldError::new("cron", format!("not a cron expression: {e}")))
+}
+
+fn next_after(cron: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    cron.find_next_occurrence(&after, false).ok()
+}
+
+fn timestamp(time: DateTime<Utc>) -> Timestamp {
+    Timestamp::from(std::time::SystemTime::from(time))
+}
+
+impl Schedules {
+    /// Loads the stored schedules and starts the timer.
+    pub fn start(store: Store, engine: Engine, shutdown: CancellationToken) -> Result<Schedules, StoreError> {
+        let now = Utc::now();
+        let mut table = HashMap::new();
+        for mut schedule in store.schedules()? {
+            match parse_cron(&schedule.cron) {
+                Ok(cron) => {
+                    schedule.next_run_at = next_after(&cron, now).map(timestamp);
+                    table.insert(schedule.id, (schedule, cron));
+                }
+                Err(e) => tracing::error!(schedule = %schedule.id, error = %e.message, "stored schedule skipped"),
+            }
+        }
+        let schedules =
+            Schedules { inner: Arc::new(Inner { store, engine, table: Mutex::new(table), changed: Notify::new() }) };
+        let timer = schedules.clone();
+        tokio::spawn(async move { shutdown.run_until_cancelled(timer.run()).await });
+        Ok(schedules)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ScheduleId, (Schedule, Cron)>> {
+        self.inner.table.lock().expect("schedule table poisoned")
+    }
+
+    /// Creates a schedule after checking its cron, type and params.
+    pub async fn create(&self, request: NewSchedule) -> Result<Schedule, ScheduleError> {
+        let cron = parse_cron(&request.cron).map_err(|e| ScheduleError::Invalid(vec![e]))?;
+        let Some(first) = next_after(&cron, Utc::now()) else {
+            return Err(ScheduleError::Invalid(vec![FieldError::new("cron", "never fires")]));
+        };
+        self.inner.engine.check(&request.op_type, &request.params).await?;
+        let schedule = Schedule {
+            id: ScheduleId::new(),
+            cron: request.cron,
+            op_type: request.op_type,
+            target: request.target,
+            params: request.params,
+            created_at: Timestamp::now(),
+            next_run_at: Some(timestamp(first)),
+            runs: 0,
+            skipped: 0,
+            failed: 0,
+            recent_runs: Vec::new(),
+        };
+        self.inner.store.commit(Change::PutSchedule(Arc::new(schedule.clone()))).await?;
+        self.lock().insert(schedule.id, (schedule.clone(), cron));
+        self.inner.changed.notify_one();
+        Ok(schedule)
+    }
+
+    /// Every schedule, oldest first.
+    pub fn list(&self) -> Vec<Schedule> {
+        let mut all: Vec<Schedule> = self.lock().values().map(|(s, _)| s.clone()).collect();
+        all.sort_by_key(|s| s.id);
+        all
+    }
+
+    /// One schedule.
+    pub fn get(&self, id: ScheduleId) -> Option<Schedule> {
+        self.lock().get(&id).map(|(s, _)| s.clone())
+    }
+
+    /// Deletes a schedule; operations it created are kept.
+    pub async fn delete(&self, id: ScheduleId) -> Result<(), ScheduleError> {
+        if self.lock().remove(&id).is_none() {
+            return Err(ScheduleError::NotFound(id));
+        }
+        self.inner.store.commit(Change::DeleteSchedule(id)).await?;
+        self.inner.changed.notify_one();
+        Ok(())
+    }
+
+    /// The timer: sleeps until the earliest fire, fires what is due, repeats.
+    async fn run(self) {
+        loop {
+            let next = self.lock().values().filter_map(|(s, _)| s.next_run_at).min();
+            let wait = match next {
+                Some(at) => {
+                    let due = std::time::SystemTime::from(chrono_of(at));
+                    due.duration_since(std::time::SystemTime::now()).unwrap_or_default()
+                }
+                None => std::time::Duration::from_secs(3600),
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = self.inner.changed.notified() => continue,
+            }
+            self.fire_due().await;
+        }
+    }
+
+    async fn fire_due(&self) {
+        let now = Utc::now();
+        let due: Vec<Schedule> = self
+            .lock()
+            .values()
+            .filter(|(s, _)| s.next_run_at.is_some_and(|at| chrono_of(at) <= now))
+            .map(|(s, _)| s.clone())
+            .collect();
+        for schedule in due {
+            let run = self.fire(&schedule).await;
+            let updated = {
+                let mut table = self.lock();
+                let Some((current, cron)) = table.get_mut(&schedule.id) else { continue }; // deleted meanwhile
+                current.record(run);
+                current.next_run_at = next_after(cron, now).map(timestamp);
+                current.clone()
+            };
+            if let Err(e) = self.inner.store.commit(Change::PutSchedule(Arc::new(updated))).await {
+                tracing::error!(schedule = %schedule.id, error = %e, "cannot record a schedule run");
+            }
+        }
+    }
+
+    async fn fire(&self, schedule: &Schedule) -> ScheduleRun {
+        let request = SubmitRequest {
+            op_type: schedule.op_type.clone(),
+            target: schedule.target.clone(),
+            params: schedule.params.clone(),
+            created_by: format!("schedule:{}", schedule.id),
+            idempotency_key: None,
+        };
+        let at = Timestamp::now();
+        let (outcome, operation_id, message) = match self.inner.engine.submit(request).await {
+            Ok(Submitted::Created(op) | Submitted::Replayed(op)) => {
+                (RunOutcome::Started, Some(op.id), "operation created".to_owned())
+            }
+            Err(SubmitError::Busy(active)) => (
+                RunOutcome::Skipped,
+                Some(active.id),
+                format!("skipped: operation {} is still {}", active.id, active.status.as_str()),
+            ),
+            Err(e) => (RunOutcome::Failed, None, e.to_string()),
+        };
+        tracing::info!(schedule = %schedule.id, outcome = ?outcome, "schedule fired");
+        ScheduleRun { at, outcome, operation_id, message }
+    }
+}
+
+/// A [`Timestamp`] as a chrono time, for cron arithmetic.
+fn chrono_of(at: Timestamp) -> DateTime<Utc> {
+    DateTime::<Utc>::from(at.system_time())
+}
