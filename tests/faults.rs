@@ -78,6 +78,7 @@ async fn a_plugin_that_ignores_cancel_is_stopped_by_force_after_the_grace_period
         c.cancel_grace = std::time::Duration::from_millis(200);
     })
     .await;
+    let bystander = server.start_demo("bystander", json!({"steps": 30, "step_ms": 50})).await;
     // Spinning (stopped at an epoch tick) and sleeping (blocked in a host call).
     for mode in ["spin", "sleep"] {
         let reply = server
@@ -85,12 +86,17 @@ async fn a_plugin_that_ignores_cancel_is_stopped_by_force_after_the_grace_period
             .await;
         let id = reply.body["id"].as_str().unwrap().to_owned();
         server.wait_progress(&id).await;
+        let asked = std::time::Instant::now();
         let cancel = server.post(&format!("/api/v1/operations/{id}/cancel"), &json!({})).await;
         assert_eq!(cancel.status, 202, "{cancel:?}");
         let op = server.wait_terminal(&id).await;
+        let took = asked.elapsed();
         assert_eq!(op["status"], "cancelled", "{mode}: {op}");
         let message = op["message"].as_str().unwrap();
         assert!(message.contains("by force"), "{mode}: stopped by the grace period, not the 1.5 s timeout: {message}");
+        assert!(took < std::time::Duration::from_millis(200 + 1000), "{mode}: took {took:?}, more than grace + 1 s");
     }
+    let bystander = server.wait_terminal(&bystander).await;
+    assert_eq!(bystander["status"], "completed", "other operations are not disturbed: {bystander}");
     server.stop().await;
 }
