@@ -23,6 +23,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::hub::HubConfig;
+use crate::ws::WsConfig;
+
 /// Settings of one `opal serve`.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -50,6 +53,12 @@ pub struct ServerConfig {
     pub prune_interval: Duration,
     /// Per operation type overrides.
     pub types: BTreeMap<String, TypePolicy>,
+    /// Fan-out: queues, replay ring, lag deadline.
+    pub hub: HubConfig,
+    /// WebSocket heartbeats and timeouts.
+    pub ws: WsConfig,
+    /// How often `system.status` is checked for changes.
+    pub status_interval: Duration,
 }
 
 /// What the operator sets for one operation type.
@@ -80,6 +89,9 @@ impl Default for ServerConfig {
             retention: Duration::from_secs(30 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
             types: BTreeMap::new(),
+            hub: HubConfig::default(),
+            ws: WsConfig::default(),
+            status_interval: Duration::from_secs(2),
         }
     }
 }
@@ -113,6 +125,9 @@ struct ConfigFile {
     max_instances: Option<u32>,
     max_concurrent: Option<usize>,
     retention_days: Option<u64>,
+    ping_interval_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    status_interval_ms: Option<u64>,
     #[serde(default)]
     types: BTreeMap<String, TypePolicy>,
 }
@@ -157,6 +172,15 @@ impl ServerConfig {
         }
         if let Some(days) = file.retention_days {
             config.retention = Duration::from_secs(positive("retention_days", days)? * 24 * 3600);
+        }
+        if let Some(ms) = file.ping_interval_ms {
+            config.ws.ping_interval = Duration::from_millis(positive("ping_interval_ms", ms)?);
+        }
+        if let Some(ms) = file.idle_timeout_ms {
+            config.ws.idle_timeout = Duration::from_millis(positive("idle_timeout_ms", ms)?);
+        }
+        if let Some(ms) = file.status_interval_ms {
+            config.status_interval = Duration::from_millis(positive("status_interval_ms", ms)?);
         }
         for (name_, policy) in &file.types {
             if policy.max_concurrent == Some(0) {

@@ -14,7 +14,8 @@
 //! | [`engine`] | operation lifecycle: admission, queue and limits, runners, cancel, recovery, retention |
 //! | [`schedule`] | recurring operations on a cron |
 //! | [`hub`] | topics, snapshots and fan-out to connections |
-//! | [`ws`] | the WebSocket protocol |
+//! | [`ws`] | the WebSocket protocol, heartbeats |
+//! | [`status`] | system figures and the `system.status` broadcast |
 //! | [`api`] | the HTTP API |
 //! | [`server`] | assembling and stopping all of the above |
 
@@ -29,6 +30,7 @@ pub mod registry;
 pub mod sandbox;
 pub mod schedule;
 pub mod server;
+pub mod status;
 pub mod store;
 pub mod ws;
 

@@ -15,13 +15,15 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AppState, router};
 use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineConfig};
-use crate::hub::Hub;
+use crate::hub::{AllowAll, Hub};
 use crate::model::Event;
 use crate::model::Status;
 use crate::registry::Registry;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::schedule::Schedules;
+use crate::status::StatusSources;
 use crate::store::{OperationFilter, Publish, Store};
+use crate::ws::SocketContext;
 
 /// A server that is accepting connections.
 pub struct RunningServer {
@@ -66,7 +68,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let (store, writer) = Store::open(&config.data_dir, sink.clone())?;
     let terminal =
         OperationFilter { statuses: vec![Status::Completed, Status::Failed, Status::Cancelled], ..Default::default() };
-    let hub = Hub::new(store.last_seq()?, store.active()?, store.list(&terminal, crate::hub::RECENT_TERMINAL, None)?);
+    let hub = Hub::new(
+        config.hub.clone(),
+        store.last_seq()?,
+        store.active()?,
+        store.list(&terminal, crate::hub::RECENT_TERMINAL, None)?,
+    );
     let _ = sink.0.set(hub.clone());
 
     let sandbox = Sandbox::new(SandboxConfig {
@@ -95,7 +102,22 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
     let schedules = Schedules::start(store.clone(), engine.clone(), shutdown.clone())?;
-    let state = AppState { engine: engine.clone(), registry, hub, store, schedules, shutdown: shutdown.clone() };
+    let status = StatusSources {
+        engine: engine.clone(),
+        hub: hub.clone(),
+        registry: registry.clone(),
+        data_dir: config.data_dir.clone(),
+        started: std::time::Instant::now(),
+    };
+    status.clone().spawn_broadcast(config.status_interval, shutdown.clone());
+    let sockets = SocketContext {
+        hub,
+        store,
+        authorize: Arc::new(AllowAll),
+        config: config.ws.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let state = AppState { engine: engine.clone(), registry, schedules, sockets, status };
     let app = router(state);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {

@@ -15,6 +15,8 @@ use redb::{Database, ReadableTable, WriteTransaction};
 mod m0001_initial;
 #[path = "0002_idempotency.rs"]
 mod m0002_idempotency;
+#[path = "0003_event_order.rs"]
+mod m0003_event_order;
 pub mod schema;
 
 /// One numbered migration step.
@@ -28,10 +30,11 @@ pub struct Migration {
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[m0001_initial::MIGRATION, m0002_idempotency::MIGRATION];
+pub const MIGRATIONS: &[Migration] =
+    &[m0001_initial::MIGRATION, m0002_idempotency::MIGRATION, m0003_event_order::MIGRATION];
 
 /// The schema version this build writes.
-pub const LATEST: u64 = 2;
+pub const LATEST: u64 = 3;
 
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]

@@ -29,3 +29,6 @@ pub const ACTIVE: TableDefinition<'_, (&str, &str), u128> = TableDefinition::new
 pub const IDEMPOTENCY: TableDefinition<'_, &str, u128> = TableDefinition::new("idempotency");
 /// `schedules`: schedule id → the schedule record (JSON).
 pub const SCHEDULES: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("schedules");
+/// `event_order`: seq → the operation whose event it is (since version 3), so
+/// events can be read back in global seq order.
+pub const EVENT_ORDER: TableDefinition<'_, u64, u128> = TableDefinition::new("event_order");

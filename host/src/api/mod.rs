@@ -14,15 +14,15 @@ use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tokio_util::sync::CancellationToken;
 
 pub use problem::ApiError;
 
 use crate::engine::Engine;
-use crate::hub::Hub;
+use crate::hub::Principal;
 use crate::registry::{PluginSummary, Registry};
 use crate::schedule::Schedules;
-use crate::store::Store;
+use crate::status::{StatusSources, SystemStatus};
+use crate::ws::SocketContext;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -31,14 +31,12 @@ pub struct AppState {
     pub engine: Engine,
     /// Loaded plugins.
     pub registry: Arc<Registry>,
-    /// Live fan-out.
-    pub hub: Arc<Hub>,
-    /// Reads for WebSocket snapshots.
-    pub store: Store,
     /// Recurring operations.
     pub schedules: Schedules,
-    /// Cancelled when the server shuts down; closes WebSockets.
-    pub shutdown: CancellationToken,
+    /// What each WebSocket task needs.
+    pub sockets: SocketContext,
+    /// Figures for `GET /api/v1/status`.
+    pub status: StatusSources,
 }
 
 /// The whole HTTP app.
@@ -51,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/operations/{id}/cancel", post(operations::cancel))
         .route("/api/v1/schedules", post(schedules::create).get(schedules::list))
         .route("/api/v1/schedules/{id}", get(schedules::get).delete(schedules::delete))
+        .route("/api/v1/status", get(status))
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/{name}", get(get_plugin))
         .route("/api/v1/ws", get(websocket))
@@ -76,6 +75,23 @@ async fn get_plugin(State(app): State<AppState>, Path(name): Path<String>) -> Re
 
 async fn websocket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
-        .max_message_size(crate::ws::MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| crate::ws::serve(socket, app.hub, app.store, app.shutdown))
+        .max_message_size(crate::ws::MAX_FRAME)
+        .on_upgrade(move |socket| crate::ws::serve(socket, app.sockets, Principal::Anonymous))
+}
+
+#[derive(serde::Serialize)]
+struct Status {
+    version: &'static str,
+    uptime_seconds: u64,
+    #[serde(flatten)]
+    figures: SystemStatus,
+}
+
+/// `GET /api/v1/status`.
+async fn status(State(app): State<AppState>) -> Json<Status> {
+    Json(Status {
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: app.status.started.elapsed().as_secs(),
+        figures: app.status.read(),
+    })
 }

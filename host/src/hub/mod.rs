@@ -1,42 +1,74 @@
 //! `hub`: live fan-out of committed events to WebSocket connections.
 //!
-//! Owns the connections' subscriptions, their bounded outbound queues, and the
-//! in-memory view that snapshots are made of (active operations plus the most
-//! recent terminal ones). The store's writer calls [`Hub::publish`] with each
-//! committed batch, in seq order.
+//! Owns the connections' subscriptions and bounded queues, the in-memory view
+//! that snapshots are made of (active operations plus the most recent terminal
+//! ones), the replay ring of recent events, each lagging connection's
+//! coalesced backlog ([`lag`]), and the latest `system.status`. The store's
+//! writer calls [`Publish::publish`] with each committed batch, in seq order.
 //!
-//! Snapshot and subscription happen under the same lock as publishing, and
-//! the snapshot goes into the same queue as the events: a client sees every
-//! event after the snapshot's seq, none before it, with no gap and no
+//! Snapshots, replays and registration happen under the same lock as
+//! publishing, and go into the same queue as the events: a client sees every
+//! event after the point it starts from, none before it, with no gap and no
 //! duplicate. The lock is a std mutex held only for in-memory work (no await,
-//! no I/O); queues are fed with `try_send`.
+//! no I/O); queues are fed with `try_send`. Reading older events from the store
+//! for a resume happens outside the lock.
 
+mod auth;
+mod lag;
 mod snapshot;
 mod topic;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
-pub use topic::{Topic, UnknownTopic};
+pub use auth::{AllowAll, Authorize, Principal};
+pub use lag::LAG_CAP;
+pub use topic::{EventKey, Topic, UnknownTopic};
 
 use crate::model::{Event, Operation, OperationId, Seq};
 use crate::store::Publish;
+use lag::{Backlog, Lag};
 
-/// Frames queued per connection. A connection whose queue is full is a slow
-/// consumer: it is dropped from the hub and its socket closed with
-/// [`CLOSE_LAGGING`], and it can reconnect and resume.
-pub const CONNECTION_QUEUE: usize = 4096;
 /// Terminal operations kept in memory for snapshots.
 pub const RECENT_TERMINAL: usize = 100;
 /// WebSocket close code for a client that fell too far behind.
 pub const CLOSE_LAGGING: u16 = 4008;
 
+/// Hub settings.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Frames queued per connection before it counts as lagging.
+    pub queue: usize,
+    /// Recent events kept in memory for resumes.
+    pub ring: usize,
+    /// The largest gap a resume may replay (from memory or the store); a
+    /// larger one gets a fresh snapshot with `reset: true`.
+    pub max_replay: u64,
+    /// How long a connection may stay lagging before it is closed.
+    pub lag_deadline: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig { queue: 1024, ring: 10_000, max_replay: 10_000, lag_deadline: Duration::from_secs(10) }
+    }
+}
+
+/// Where a resume finds events older than the ring: the store.
+pub trait History: Send + Sync {
+    /// Every event with `after < seq <= upto`, in order, or an error if any
+    /// of them is gone (pruned).
+    fn replay(&self, after: Seq, upto: Seq) -> Result<Vec<Event>, String>;
+}
+
 /// The fan-out hub. One per server.
 pub struct Hub {
+    config: HubConfig,
     state: Mutex<State>,
 }
 
@@ -45,6 +77,9 @@ struct State {
     active: HashMap<OperationId, Arc<Operation>>,
     /// Newest first.
     recent: VecDeque<Arc<Operation>>,
+    /// The last `config.ring` events, oldest first.
+    ring: VecDeque<Event>,
+    system: Option<Utf8Bytes>,
     connections: HashMap<u64, Subscriber>,
     next_connection: u64,
 }
@@ -52,26 +87,81 @@ struct State {
 struct Subscriber {
     topics: HashSet<Topic>,
     queue: mpsc::Sender<Utf8Bytes>,
-    lagged: Arc<AtomicBool>,
+    lag: Option<Lag>,
+    /// Set to a close code when the hub drops the connection.
+    closed: Arc<AtomicU16>,
 }
 
 /// One client's registration with the hub; unregisters on drop.
 pub struct Connection {
     id: u64,
     hub: Arc<Hub>,
-    lagged: Arc<AtomicBool>,
+    closed: Arc<AtomicU16>,
     /// The seq the connection's `hello` reports.
     pub hello_seq: Seq,
 }
 
+fn key(event: &Event) -> EventKey<'_> {
+    EventKey {
+        kind: Some(event.kind),
+        op_id: Some(event.op_id),
+        op: event.operation.as_ref().map(|op| (op.op_type.as_str(), op.target.as_str())),
+    }
+}
+
+impl Subscriber {
+    fn wants(&self, event: &Event) -> bool {
+        let key = key(event);
+        self.topics.iter().any(|t| t.matches(&key))
+    }
+
+    /// Queues an event, switching to coalesced delivery when the queue is full.
+    /// Returns false if the connection must be dropped.
+    fn deliver(&mut self, event: &Event, deadline: Duration) -> bool {
+        if let Some(lag) = &mut self.lag {
+            return lag.push(event.clone()) == Backlog::Ok && lag.since.elapsed() < deadline;
+        }
+        match self.queue.try_send(event.frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let mut lag = Lag::new();
+                lag.push(event.clone());
+                self.lag = Some(lag);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    fn deliver_frame(&mut self, frame: Utf8Bytes) -> bool {
+        if let Some(lag) = &mut self.lag {
+            lag.push_system(frame);
+            return true;
+        }
+        match self.queue.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(frame)) => {
+                let mut lag = Lag::new();
+                lag.push_system(frame);
+                self.lag = Some(lag);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
 impl Hub {
     /// A hub whose view starts from the store's state at `last_seq`.
-    pub fn new(last_seq: Seq, active: Vec<Operation>, recent: Vec<Operation>) -> Arc<Hub> {
+    pub fn new(config: HubConfig, last_seq: Seq, active: Vec<Operation>, recent: Vec<Operation>) -> Arc<Hub> {
         Arc::new(Hub {
+            config,
             state: Mutex::new(State {
                 last_seq,
                 active: active.into_iter().map(|op| (op.id, Arc::new(op))).collect(),
                 recent: recent.into_iter().take(RECENT_TERMINAL).map(Arc::new).collect(),
+                ring: VecDeque::new(),
+                system: None,
                 connections: HashMap::new(),
                 next_connection: 0,
             }),
@@ -84,15 +174,16 @@ impl Hub {
 
     /// Registers a connection; frames for it arrive on the returned receiver.
     pub fn connect(self: &Arc<Self>) -> (Connection, mpsc::Receiver<Utf8Bytes>) {
-        let (queue, frames) = mpsc::channel(CONNECTION_QUEUE);
-        let lagged = Arc::new(AtomicBool::new(false));
+        let (queue, frames) = mpsc::channel(self.config.queue);
+        let closed = Arc::new(AtomicU16::new(0));
         let mut state = self.lock();
         let id = state.next_connection;
         state.next_connection += 1;
-        state.connections.insert(id, Subscriber { topics: HashSet::new(), queue, lagged: lagged.clone() });
+        let subscriber = Subscriber { topics: HashSet::new(), queue, lag: None, closed: closed.clone() };
+        state.connections.insert(id, subscriber);
         let hello_seq = state.last_seq;
         drop(state);
-        (Connection { id, hub: self.clone(), lagged, hello_seq }, frames)
+        (Connection { id, hub: self.clone(), closed, hello_seq }, frames)
     }
 
     /// The seq of the last published event.
@@ -104,75 +195,20 @@ impl Hub {
     pub fn connections(&self) -> usize {
         self.lock().connections.len()
     }
-}
 
-impl Connection {
-    /// Adds `topics` and queues a snapshot of each. `known` supplies
-    /// operations the hub no longer holds in memory (older terminal ones),
-    /// read from the store by the caller. With `since`, a client resuming
-    /// from an older seq gets `reset: true` snapshots: this version keeps no
-    /// replay buffer, so it never pretends a gap was filled.
-    pub fn subscribe(&self, topics: &[Topic], since: Option<Seq>, known: &[Operation]) {
-        let mut state = self.hub.lock();
-        let seq = state.last_seq;
-        let reset = since.is_some_and(|s| s != seq);
-        let frames: Vec<Utf8Bytes> = topics.iter().map(|t| snapshot::frame(&state, t, seq, reset, known)).collect();
-        let Some(subscriber) = state.connections.get_mut(&self.id) else {
-            return;
-        };
-        subscriber.topics.extend(topics.iter().copied());
-        for frame in frames {
-            if subscriber.queue.try_send(frame).is_err() {
-                subscriber.lagged.store(true, Ordering::Relaxed);
-                state.connections.remove(&self.id);
-                return;
-            }
-        }
-    }
-
-    /// Removes `topics`.
-    pub fn unsubscribe(&self, topics: &[Topic]) {
-        if let Some(subscriber) = self.hub.lock().connections.get_mut(&self.id) {
-            for topic in topics {
-                subscriber.topics.remove(topic);
-            }
-        }
-    }
-
-    /// True if the hub dropped this connection for falling behind.
-    pub fn lagged(&self) -> bool {
-        self.lagged.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        self.hub.lock().connections.remove(&self.id);
-    }
-}
-
-impl Publish for Hub {
-    fn publish(&self, events: Vec<Event>) {
+    /// Publishes a `system.status` frame (no seq: it is not replayable
+    /// history, just the latest reading) and keeps it for `system` snapshots.
+    pub fn publish_system(&self, frame: Utf8Bytes) {
         let mut state = self.lock();
+        state.system = Some(frame.clone());
+        let system = EventKey { kind: None, op_id: None, op: None };
         let mut dropped = Vec::new();
-        for event in &events {
-            state.last_seq = event.seq;
-            if let Some(op) = &event.operation {
-                state.remember(op.clone());
-            }
-            for (id, subscriber) in &state.connections {
-                if subscriber.topics.iter().any(|t| t.matches(event))
-                    && subscriber.queue.try_send(event.frame.clone()).is_err()
-                {
-                    subscriber.lagged.store(true, Ordering::Relaxed);
-                    dropped.push(*id);
-                }
-            }
-            for id in dropped.drain(..) {
-                tracing::warn!(connection = id, "slow WebSocket consumer dropped");
-                state.connections.remove(&id);
+        for (id, subscriber) in &mut state.connections {
+            if subscriber.topics.iter().any(|t| t.matches(&system)) && !subscriber.deliver_frame(frame.clone()) {
+                dropped.push(*id);
             }
         }
+        state.drop_connections(dropped, CLOSE_LAGGING);
     }
 }
 
@@ -187,5 +223,191 @@ impl State {
         } else {
             self.active.insert(op.id, op);
         }
+    }
+
+    fn drop_connections(&mut self, ids: Vec<u64>, code: u16) {
+        for id in ids {
+            if let Some(subscriber) = self.connections.remove(&id) {
+                tracing::warn!(connection = id, code, "WebSocket connection dropped by the hub");
+                subscriber.closed.store(code, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// True if the ring holds every event after `seq`.
+    fn ring_covers(&self, seq: Seq) -> bool {
+        match self.ring.front() {
+            Some(first) => first.seq <= seq + 1,
+            None => seq == self.last_seq,
+        }
+    }
+}
+
+impl Publish for Hub {
+    fn publish(&self, events: Vec<Event>) {
+        let mut state = self.lock();
+        let deadline = self.config.lag_deadline;
+        let mut dropped = Vec::new();
+        for event in events {
+            state.last_seq = event.seq;
+            if let Some(op) = &event.operation {
+                state.remember(op.clone());
+            }
+            for (id, subscriber) in &mut state.connections {
+                if subscriber.wants(&event) && !subscriber.deliver(&event, deadline) {
+                    dropped.push(*id);
+                }
+            }
+            if state.ring.len() >= self.config.ring {
+                state.ring.pop_front();
+            }
+            state.ring.push_back(event);
+        }
+        dropped.dedup();
+        state.drop_connections(dropped, CLOSE_LAGGING);
+    }
+}
+
+/// What a subscribe with `since` turned into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resumed {
+    /// No `since`: snapshots were sent.
+    Snapshot,
+    /// The missed events (this many) were replayed; then a `resumed` message.
+    Replayed(usize),
+    /// The gap could not be served: snapshots with `reset: true` were sent.
+    Reset,
+}
+
+impl Connection {
+    /// Adds `topics`. Without `since`, queues a snapshot of each. With
+    /// `since`, replays every event after it that matches one of the new
+    /// topics (and none already subscribed, which were delivered live), from
+    /// the ring or, for older ones, from `history`; if the gap is too large or
+    /// partly pruned, queues `reset: true` snapshots instead.
+    pub fn subscribe(
+        &self,
+        topics: &[Topic],
+        since: Option<Seq>,
+        known: &[Operation],
+        history: &dyn History,
+    ) -> Resumed {
+        let hub = &self.hub;
+        let mut fetched: Option<(Seq, Vec<Event>)> = None;
+        for _ in 0..3 {
+            let mut state = hub.lock();
+            let last = state.last_seq;
+            let Some(since) = since else {
+                return self.snapshot(&mut state, topics, false, known);
+            };
+            if since > last || last - since > hub.config.max_replay {
+                return self.snapshot(&mut state, topics, true, known);
+            }
+            // Events up to `upto` come from the store, the rest from the ring.
+            let upto = match &fetched {
+                Some((upto, _)) if state.ring_covers(*upto) => *upto,
+                _ if state.ring_covers(since) => since,
+                _ => {
+                    let upto = state.ring.front().map_or(last, |first| first.seq - 1);
+                    drop(state);
+                    match history.replay(since, upto) {
+                        Ok(events) => fetched = Some((upto, events)),
+                        Err(e) => {
+                            tracing::info!(since, error = %e, "resume gap not in history; sending a reset");
+                            return self.snapshot(&mut hub.lock(), topics, true, known);
+                        }
+                    }
+                    continue;
+                }
+            };
+            let stored = fetched.take().map(|(_, events)| events).unwrap_or_default();
+            let ring: Vec<Event> = state.ring.iter().filter(|e| e.seq > upto).cloned().collect();
+            return self.replay(&mut state, topics, since, stored.into_iter().chain(ring));
+        }
+        self.snapshot(&mut hub.lock(), topics, true, known)
+    }
+
+    fn snapshot(&self, state: &mut State, topics: &[Topic], reset: bool, known: &[Operation]) -> Resumed {
+        let seq = state.last_seq;
+        let frames: Vec<Utf8Bytes> = topics.iter().map(|t| snapshot::frame(state, t, seq, reset, known)).collect();
+        let Some(subscriber) = state.connections.get_mut(&self.id) else { return Resumed::Reset };
+        subscriber.topics.extend(topics.iter().cloned());
+        let mut ok = true;
+        for frame in frames {
+            ok &= subscriber.deliver_frame(frame);
+        }
+        if !ok {
+            state.drop_connections(vec![self.id], CLOSE_LAGGING);
+        }
+        if reset { Resumed::Reset } else { Resumed::Snapshot }
+    }
+
+    fn replay(&self, state: &mut State, topics: &[Topic], since: Seq, events: impl Iterator<Item = Event>) -> Resumed {
+        let seq = state.last_seq;
+        let deadline = self.hub.config.lag_deadline;
+        let Some(subscriber) = state.connections.get_mut(&self.id) else { return Resumed::Reset };
+        let new: Vec<Topic> = topics.iter().filter(|t| !subscriber.topics.contains(*t)).cloned().collect();
+        let mut count = 0;
+        let mut ok = true;
+        for event in events {
+            let key = key(&event);
+            let already = subscriber.topics.iter().any(|t| t.matches(&key));
+            if !already && new.iter().any(|t| t.matches(&key)) {
+                count += 1;
+                ok &= subscriber.deliver(&event, deadline);
+            }
+        }
+        subscriber.topics.extend(new);
+        let names: Vec<String> = topics.iter().map(ToString::to_string).collect();
+        let resumed =
+            serde_json::json!({"type": "resumed", "topics": names, "since": since, "seq": seq, "replayed": count});
+        ok &= subscriber.deliver_frame(Utf8Bytes::from(resumed.to_string()));
+        if !ok {
+            state.drop_connections(vec![self.id], CLOSE_LAGGING);
+        }
+        Resumed::Replayed(count)
+    }
+
+    /// Removes `topics`.
+    pub fn unsubscribe(&self, topics: &[Topic]) {
+        if let Some(subscriber) = self.hub.lock().connections.get_mut(&self.id) {
+            for topic in topics {
+                subscriber.topics.remove(topic);
+            }
+        }
+    }
+
+    /// Called by the socket task when its queue is empty: moves the coalesced
+    /// backlog, if any, into the queue. Drops the connection if it has been
+    /// lagging past the deadline.
+    pub fn refill(&self) {
+        let deadline = self.hub.config.lag_deadline;
+        let mut state = self.hub.lock();
+        let Some(subscriber) = state.connections.get_mut(&self.id) else { return };
+        let Some(lag) = &mut subscriber.lag else { return };
+        if lag.drain_into(&subscriber.queue) {
+            subscriber.lag = None;
+        } else if lag.since.elapsed() >= deadline {
+            state.drop_connections(vec![self.id], CLOSE_LAGGING);
+        }
+    }
+
+    /// True while this connection gets coalesced delivery.
+    pub fn lagging(&self) -> bool {
+        self.hub.lock().connections.get(&self.id).is_some_and(|s| s.lag.is_some())
+    }
+
+    /// The close code if the hub dropped this connection.
+    pub fn closed_by_hub(&self) -> Option<u16> {
+        match self.closed.load(Ordering::Relaxed) {
+            0 => None,
+            code => Some(code),
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.hub.lock().connections.remove(&self.id);
     }
 }

@@ -2,6 +2,7 @@
 
 use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::{State, Topic};
 use crate::model::{Operation, Seq};
@@ -13,24 +14,39 @@ struct Snapshot<'a> {
     topic: String,
     seq: Seq,
     reset: bool,
-    operations: Vec<&'a Operation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    operations: Option<Vec<&'a Operation>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<&'a RawValue>,
 }
 
-/// The snapshot of `topic` at `seq`: active operations (oldest first), then
-/// recent terminal ones (newest first); then `known` ones the view lacks.
+/// The snapshot of `topic` at `seq`. For operation topics: active operations
+/// (oldest first), then recent terminal ones (newest first), then `known`
+/// ones the view lacks. For `system`: the latest status.
 pub(super) fn frame(state: &State, topic: &Topic, seq: Seq, reset: bool, known: &[Operation]) -> Utf8Bytes {
-    let mut active: Vec<&Operation> =
-        state.active.values().map(|op| op.as_ref()).filter(|op| topic.covers(op)).collect();
-    active.sort_by_key(|op| op.id);
-    let mut operations = active;
-    operations.extend(state.recent.iter().map(|op| op.as_ref()).filter(|op| topic.covers(op)));
-    for op in known {
-        // Only terminal operations may come from outside the view: an active
-        // one is always in it, and a newer state of it would be overwritten.
-        if op.status.is_terminal() && topic.covers(op) && !operations.iter().any(|o| o.id == op.id) {
-            operations.push(op);
+    let (operations, status_text);
+    if *topic == Topic::System {
+        status_text = state.system.as_ref().and_then(|frame| {
+            let event: serde_json::Value = serde_json::from_str(frame.as_str()).ok()?;
+            serde_json::value::to_raw_value(&event["status"]).ok()
+        });
+        operations = None;
+    } else {
+        status_text = None;
+        let mut ops: Vec<&Operation> =
+            state.active.values().map(|op| op.as_ref()).filter(|op| topic.covers(op)).collect();
+        ops.sort_by_key(|op| op.id);
+        ops.extend(state.recent.iter().map(|op| op.as_ref()).filter(|op| topic.covers(op)));
+        for op in known {
+            // Only terminal operations may come from outside the view: an active
+            // one is always in it, and a newer state of it would be overwritten.
+            if op.status.is_terminal() && topic.covers(op) && !ops.iter().any(|o| o.id == op.id) {
+                ops.push(op);
+            }
         }
+        operations = Some(ops);
     }
-    let snapshot = Snapshot { kind: "snapshot", topic: topic.to_string(), seq, reset, operations };
-    Utf8Bytes::from(serde_json::to_string(&snapshot).expect("operations serialize"))
+    let snapshot =
+        Snapshot { kind: "snapshot", topic: topic.to_string(), seq, reset, operations, status: status_text.as_deref() };
+    Utf8Bytes::from(serde_json::to_string(&snapshot).expect("snapshots serialize"))
 }

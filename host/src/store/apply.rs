@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use opal_migrations::schema::{ACTIVE, EVENTS, IDEMPOTENCY, OPERATIONS, SCHEDULES};
+use opal_migrations::schema::{ACTIVE, EVENT_ORDER, EVENTS, IDEMPOTENCY, OPERATIONS, SCHEDULES};
 use redb::{ReadableTable, WriteTransaction};
 use serde::Serialize;
 
@@ -93,6 +93,7 @@ fn record(
     let frame =
         format!(r#"{{"type":"event","seq":{seq},"event":"{}","at":"{at}","operation":{op_json}}}"#, kind.as_str());
     txn.open_table(EVENTS)?.insert((key, seq), frame.as_bytes())?;
+    txn.open_table(EVENT_ORDER)?.insert(seq, key)?;
     Ok(Event { seq, kind, op_id: operation.id, operation: Some(operation.clone()), frame: Utf8Bytes::from(frame) })
 }
 
@@ -120,6 +121,7 @@ fn log(
         LogFrame { kind: "event", seq, event: EventKind::Log.as_str(), at, operation_id: op_id, level, message };
     let frame = serde_json::to_string(&frame).map_err(|e| StoreError::Corrupt(op_id.to_string(), e))?;
     txn.open_table(EVENTS)?.insert((op_id.to_key(), seq), frame.as_bytes())?;
+    txn.open_table(EVENT_ORDER)?.insert(seq, op_id.to_key())?;
     Ok(Event { seq, kind: EventKind::Log, op_id, operation: None, frame: Utf8Bytes::from(frame) })
 }
 
@@ -164,9 +166,17 @@ fn prune(txn: &WriteTransaction, before: Timestamp, max: usize) -> Result<usize,
         }
     }
     let mut events = txn.open_table(EVENTS)?;
+    let mut order = txn.open_table(EVENT_ORDER)?;
     let mut idempotency = txn.open_table(IDEMPOTENCY)?;
     for (key, idempotency_key) in &doomed {
         operations.remove(*key)?;
+        let mut seqs = Vec::new();
+        for entry in events.range((*key, 0)..=(*key, Seq::MAX))? {
+            seqs.push(entry?.0.value().1);
+        }
+        for seq in seqs {
+            order.remove(seq)?;
+        }
         events.retain_in((*key, 0)..=(*key, Seq::MAX), |_, _| false)?;
         if let Some(k) = idempotency_key {
             idempotency.remove(k.as_str())?;

@@ -8,6 +8,7 @@
 
 mod apply;
 mod error;
+mod history;
 mod reads;
 mod writer;
 

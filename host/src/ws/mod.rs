@@ -1,126 +1,184 @@
 //! `ws`: the WebSocket endpoint, `GET /api/v1/ws`.
 //!
 //! Owns one task per socket: it says `hello`, turns client messages into hub
-//! subscriptions, and writes the frames the hub queues for it. Frames are the
-//! hub's shared bytes; nothing is re-serialized per client. The protocol is in
-//! `docs/protocol.md`.
+//! subscriptions (through the authorization hook), writes the frames the hub
+//! queues for it, refills the queue from the hub's coalesced backlog when the
+//! connection lags, pings the peer and reaps it when it goes silent. Frames are
+//! the hub's shared bytes; nothing is re-serialized per client. The protocol
+//! is in `docs/protocol.md`.
 
 mod protocol;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{CLOSE_LAGGING, Connection, Hub, Topic};
+use crate::hub::{Authorize, CLOSE_LAGGING, Connection, Hub, Principal, Topic};
 use crate::model::Operation;
 use crate::store::Store;
 pub use protocol::PROTOCOL;
 use protocol::{ClientMessage, ServerMessage};
 
-/// Largest client message accepted, in bytes.
+/// Largest client message answered with `too_large` instead of read, in bytes.
 pub const MAX_CLIENT_MESSAGE: usize = 64 * 1024;
-/// WebSocket close code sent when the server shuts down (RFC 6455 "going away").
+/// Largest frame the transport accepts at all; above it the socket is closed (1009).
+pub const MAX_FRAME: usize = 1024 * 1024;
+/// Most topics in one subscribe or unsubscribe.
+pub const MAX_TOPICS: usize = 100;
+/// Bad messages tolerated per connection; the next one closes it (1008).
+pub const MAX_ERRORS: u32 = 20;
+/// Close code: the server is shutting down (RFC 6455 "going away").
 pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: too many bad messages (RFC 6455 "policy violation").
+pub const CLOSE_POLICY: u16 = 1008;
+/// Close code: the peer was silent past the idle timeout.
+pub const CLOSE_IDLE: u16 = 4001;
+
+/// Socket settings.
+#[derive(Debug, Clone)]
+pub struct WsConfig {
+    /// How often the server pings.
+    pub ping_interval: Duration,
+    /// A peer silent (no frame, no pong) this long is closed.
+    pub idle_timeout: Duration,
+    /// Longest a single frame write may take before the peer counts as stalled.
+    pub send_timeout: Duration,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What one socket task needs.
+#[derive(Clone)]
+pub struct SocketContext {
+    /// The fan-out hub.
+    pub hub: Arc<Hub>,
+    /// For snapshots of older operations and resumes past the ring.
+    pub store: Store,
+    /// The subscribe-path authorization hook.
+    pub authorize: Arc<dyn Authorize>,
+    /// Timings.
+    pub config: WsConfig,
+    /// Cancelled at server shutdown.
+    pub shutdown: CancellationToken,
+}
 
 /// Serves one upgraded socket until either side closes it.
-pub async fn serve(socket: WebSocket, hub: Arc<Hub>, store: Store, shutdown: CancellationToken) {
-    let (connection, mut frames) = hub.connect();
+pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal) {
+    let (connection, mut frames) = cx.hub.connect();
     let (mut sink, mut stream) = socket.split();
+    let send_timeout = cx.config.send_timeout;
+    let send = async |sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, message: Message| {
+        matches!(tokio::time::timeout(send_timeout, sink.send(message)).await, Ok(Ok(())))
+    };
     let hello = ServerMessage::Hello { protocol: PROTOCOL, seq: connection.hello_seq }.to_text();
-    if sink.send(Message::Text(hello.into())).await.is_err() {
+    if !send(&mut sink, Message::Text(hello.into())).await {
         return;
     }
-    loop {
+    let mut ping = tokio::time::interval_at(Instant::now() + cx.config.ping_interval, cx.config.ping_interval);
+    let mut last_heard = Instant::now();
+    let mut errors = 0u32;
+    let (code, reason): (u16, &'static str) = loop {
         tokio::select! {
             frame = frames.recv() => match frame {
                 Some(frame) => {
-                    if sink.send(Message::Text(frame)).await.is_err() {
-                        return;
+                    if !send(&mut sink, Message::Text(frame)).await {
+                        break (CLOSE_LAGGING, "stalled");
+                    }
+                    if frames.is_empty() {
+                        connection.refill();
                     }
                 }
-                None => {
-                    let (code, reason) = if connection.lagged() {
-                        (CLOSE_LAGGING, "too far behind; reconnect and resume with since")
-                    } else {
-                        (CLOSE_GOING_AWAY, "server shutting down")
-                    };
-                    let _ = sink.send(close(code, reason)).await;
+                None => break match connection.closed_by_hub() {
+                    Some(code) => (code, "too far behind; reconnect and resume with since"),
+                    None => (CLOSE_GOING_AWAY, "server shutting down"),
+                },
+            },
+            message = stream.next() => {
+                last_heard = Instant::now();
+                let reply = match message {
+                    Some(Ok(Message::Text(text))) => handle(&connection, &cx, &principal, &text),
+                    Some(Ok(Message::Binary(_))) => Err(("bad_message", "binary frames are not part of the protocol; send JSON text".to_owned())),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                };
+                let reply = match reply {
+                    Ok(reply) => reply,
+                    Err((code, message)) => {
+                        errors += 1;
+                        if errors > MAX_ERRORS {
+                            break (CLOSE_POLICY, "too many bad messages");
+                        }
+                        Some(ServerMessage::Error { code, message }.to_text())
+                    }
+                };
+                if let Some(reply) = reply
+                    && !send(&mut sink, Message::Text(reply.into())).await
+                {
                     return;
                 }
-            },
-            message = stream.next() => match message {
-                Some(Ok(Message::Text(text))) => {
-                    if let Some(reply) = handle(&connection, &store, &text)
-                        && sink.send(Message::Text(reply.into())).await.is_err()
-                    {
-                        return;
-                    }
-                }
-                Some(Ok(Message::Binary(_))) => {
-                    let reply = error("bad_message", "binary frames are not part of the protocol; send JSON text");
-                    if sink.send(Message::Text(reply.into())).await.is_err() {
-                        return;
-                    }
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
-            },
-            () = shutdown.cancelled() => {
-                let _ = sink.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
-                return;
             }
-        }
-    }
-}
-
-fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))
-}
-
-fn error(code: &str, message: impl Into<String>) -> String {
-    ServerMessage::Error { code, message: message.into() }.to_text()
-}
-
-/// Handles one client text message; returns a direct reply, if any.
-/// Snapshots are not replies: they travel through the hub's queue.
-fn handle(connection: &Connection, store: &Store, text: &str) -> Option<String> {
-    if text.len() > MAX_CLIENT_MESSAGE {
-        return Some(error("too_large", format!("messages are limited to {MAX_CLIENT_MESSAGE} bytes")));
-    }
-    let message: ClientMessage = match serde_json::from_str(text) {
-        Ok(message) => message,
-        Err(e) => {
-            return Some(error("bad_message", format!("not a valid client message: {e}")));
+            _ = ping.tick() => {
+                if last_heard.elapsed() > cx.config.idle_timeout {
+                    break (CLOSE_IDLE, "no frame from the client within the idle timeout");
+                }
+                if !send(&mut sink, Message::Ping(Default::default())).await {
+                    return;
+                }
+                if connection.lagging() {
+                    connection.refill();
+                }
+            }
+            () = cx.shutdown.cancelled() => break (CLOSE_GOING_AWAY, "server shutting down"),
         }
     };
+    let _ = send(&mut sink, Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
+}
+
+type Reply = Result<Option<String>, (&'static str, String)>;
+
+/// Handles one client text message; returns a direct reply, if any.
+/// Snapshots and replays are not replies: they travel through the hub's queue.
+fn handle(connection: &Connection, cx: &SocketContext, principal: &Principal, text: &str) -> Reply {
+    if text.len() > MAX_CLIENT_MESSAGE {
+        return Err(("too_large", format!("messages are limited to {MAX_CLIENT_MESSAGE} bytes")));
+    }
+    let message: ClientMessage =
+        serde_json::from_str(text).map_err(|e| ("bad_message", format!("not a valid client message: {e}")))?;
     match message {
-        ClientMessage::Ping => Some(ServerMessage::Pong.to_text()),
+        ClientMessage::Ping => Ok(Some(ServerMessage::Pong.to_text())),
         ClientMessage::Subscribe { topics, since } => {
-            let topics = match parse_topics(&topics) {
-                Ok(topics) => topics,
-                Err(reply) => return Some(reply),
-            };
-            let known = known_operations(store, &topics);
-            connection.subscribe(&topics, since, &known);
-            None
-        }
-        ClientMessage::Unsubscribe { topics } => match parse_topics(&topics) {
-            Ok(topics) => {
-                connection.unsubscribe(&topics);
-                None
+            let topics = parse_topics(&topics)?;
+            if let Some(denied) = topics.iter().find(|t| !cx.authorize.may_subscribe(principal, t)) {
+                return Err(("forbidden", format!("not allowed to subscribe to {denied}")));
             }
-            Err(reply) => Some(reply),
-        },
+            let known = known_operations(&cx.store, &topics);
+            connection.subscribe(&topics, since, &known, &cx.store);
+            Ok(None)
+        }
+        ClientMessage::Unsubscribe { topics } => {
+            connection.unsubscribe(&parse_topics(&topics)?);
+            Ok(None)
+        }
     }
 }
 
-fn parse_topics(names: &[String]) -> Result<Vec<Topic>, String> {
-    if names.is_empty() {
-        return Err(error("bad_message", "topics must not be empty"));
+fn parse_topics(names: &[String]) -> Result<Vec<Topic>, (&'static str, String)> {
+    if names.is_empty() || names.len() > MAX_TOPICS {
+        return Err(("bad_message", format!("topics must list 1 to {MAX_TOPICS} topics")));
     }
-    names.iter().map(|n| n.parse::<Topic>().map_err(|e| error("unknown_topic", e.to_string()))).collect()
+    names.iter().map(|n| n.parse::<Topic>().map_err(|e| ("unknown_topic", e.to_string()))).collect()
 }
 
 /// Operations named by `op:<id>` topics, read from the store, for snapshots
@@ -130,7 +188,7 @@ fn known_operations(store: &Store, topics: &[Topic]) -> Vec<Operation> {
         .iter()
         .filter_map(|t| match t {
             Topic::Op(id) => store.get(*id).ok().flatten(),
-            Topic::Operations => None,
+            _ => None,
         })
         .collect()
 }

@@ -32,7 +32,7 @@ pub(super) enum ServerMessage<'a> {
     Hello { protocol: u32, seq: Seq },
     /// Answer to `ping`.
     Pong,
-    /// A client message was not understood; the connection stays open.
+    /// A client message was not understood or not allowed; the connection stays open.
     Error { code: &'a str, message: String },
 }
 

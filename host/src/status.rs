@@ -1,0 +1,103 @@
+//! `status`: what the server is doing, for `GET /api/v1/status` and the
+//! `system.status` broadcast.
+//!
+//! A task reads the figures at an interval and publishes them to the hub's
+//! `system` topic only when they changed, so an idle dashboard gets nothing
+//! and a busy one gets at most one message per interval.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::Utf8Bytes;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::Engine;
+use crate::hub::Hub;
+use crate::model::Timestamp;
+use crate::registry::Registry;
+
+/// The figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SystemStatus {
+    /// Operations running now.
+    pub active_operations: usize,
+    /// Operations waiting for a slot.
+    pub queued_operations: usize,
+    /// Open WebSocket connections.
+    pub connected_clients: usize,
+    /// Loaded plugins.
+    pub plugins: usize,
+    /// Size of the data file, in bytes.
+    pub storage_bytes: u64,
+    /// Free space on the data directory's file system, in bytes.
+    pub disk_free_bytes: u64,
+}
+
+/// Where the figures come from.
+#[derive(Clone)]
+pub struct StatusSources {
+    /// Queue counts.
+    pub engine: Engine,
+    /// Connection count.
+    pub hub: Arc<Hub>,
+    /// Plugin count.
+    pub registry: Arc<Registry>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// When the server started.
+    pub started: Instant,
+}
+
+impl StatusSources {
+    /// Reads the figures now.
+    pub fn read(&self) -> SystemStatus {
+        let (queued, running) = self.engine.counts();
+        let storage_bytes = std::fs::metadata(self.data_dir.join("opal.redb")).map(|m| m.len()).unwrap_or(0);
+        let disk_free_bytes =
+            rustix::fs::statvfs(&self.data_dir).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).unwrap_or(0);
+        SystemStatus {
+            active_operations: running,
+            queued_operations: queued,
+            connected_clients: self.hub.connections(),
+            plugins: self.registry.list().count(),
+            storage_bytes,
+            disk_free_bytes,
+        }
+    }
+
+    /// Publishes `system.status` whenever the figures change, every `interval`.
+    /// Disk figures move by a few bytes all the time, so they count as a
+    /// change only when they move by more than 1 MiB.
+    pub fn spawn_broadcast(self, interval: Duration, shutdown: CancellationToken) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            let mut last: Option<SystemStatus> = None;
+            loop {
+                if shutdown.run_until_cancelled(tick.tick()).await.is_none() {
+                    return;
+                }
+                let now = self.read();
+                if last.as_ref().is_some_and(|l| same(l, &now)) {
+                    continue;
+                }
+                let frame = serde_json::json!({
+                    "type": "event", "event": "system.status", "at": Timestamp::now(), "status": now,
+                });
+                self.hub.publish_system(Utf8Bytes::from(frame.to_string()));
+                last = Some(now);
+            }
+        });
+    }
+}
+
+fn same(a: &SystemStatus, b: &SystemStatus) -> bool {
+    const MIB: u64 = 1024 * 1024;
+    a.active_operations == b.active_operations
+        && a.queued_operations == b.queued_operations
+        && a.connected_clients == b.connected_clients
+        && a.plugins == b.plugins
+        && a.storage_bytes.abs_diff(b.storage_bytes) < MIB
+        && a.disk_free_bytes.abs_diff(b.disk_free_bytes) < MIB
+}
