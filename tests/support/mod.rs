@@ -127,13 +127,7 @@ impl TestServer {
 
     /// Opens a WebSocket and reads its `hello`.
     pub async fn ws(&self) -> WsClient {
-        let url = format!("{}/api/v1/ws", self.base.replacen("http", "ws", 1));
-        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
-        let mut client = WsClient { stream };
-        let hello = client.recv().await;
-        assert_eq!(hello["type"], "hello", "{hello}");
-        assert_eq!(hello["protocol"], 1, "{hello}");
-        client
+        WsClient::connect(&format!("{}/api/v1/ws", self.base.replacen("http", "ws", 1))).await
     }
 }
 
@@ -151,6 +145,33 @@ pub struct WsClient {
 }
 
 impl WsClient {
+    /// Connects to `url` and reads the `hello`.
+    pub async fn connect(url: &str) -> WsClient {
+        let (stream, _) = tokio_tungstenite::connect_async(url).await.expect("websocket connects");
+        WsClient::greeted(stream).await
+    }
+
+    /// Speaks WebSocket over an already connected TCP stream (e.g. one with
+    /// small buffers) and reads the `hello`.
+    pub async fn over(tcp: TcpStream, url: &str) -> WsClient {
+        let (stream, _) =
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp)).await.expect("websocket handshake");
+        WsClient::greeted(stream).await
+    }
+
+    async fn greeted(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
+        let mut client = WsClient { stream };
+        let hello = client.recv().await;
+        assert_eq!(hello["type"], "hello", "{hello}");
+        assert_eq!(hello["protocol"], 1, "{hello}");
+        client
+    }
+
+    /// The raw stream, for tests that read close frames.
+    pub fn stream_mut(&mut self) -> &mut WebSocketStream<MaybeTlsStream<TcpStream>> {
+        &mut self.stream
+    }
+
     /// Sends a JSON message.
     pub async fn send(&mut self, message: Value) {
         self.stream.send(Message::Text(message.to_string().into())).await.expect("ws send");

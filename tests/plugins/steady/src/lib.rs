@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use opal_sdk::{Context, Error, Outcome, Plugin, PluginInfo};
+use opal_sdk::{Context, Error, Outcome, Plugin, PluginInfo, serde_json};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -19,6 +19,10 @@ pub struct Params {
     /// Milliseconds per step.
     #[schemars(range(max = 60000))]
     pub step_ms: u32,
+    /// Bytes of padding in the details of every step, to make events big.
+    #[serde(default)]
+    #[schemars(range(max = 65536))]
+    pub pad: u32,
 }
 
 /// The plugin.
@@ -36,6 +40,9 @@ impl Plugin for Steady {
             ctx.check_cancelled()?;
             ctx.sleep(Duration::from_millis(u64::from(params.step_ms)));
             ctx.progress((u64::from(step) * 100 / u64::from(params.steps)) as u8, &format!("step {step}"));
+            if params.pad > 0 {
+                ctx.details(&serde_json::json!({ "step": step, "pad": "x".repeat(params.pad as usize) }));
+            }
         }
         Ok(Outcome::message(format!("{} steps on {target}", params.steps)))
     }
