@@ -349,3 +349,17 @@ async fn topics_for_a_target_a_type_and_the_system() {
     assert!(http["uptime_seconds"].is_u64(), "{http}");
     server.stop().await;
 }
+
+#[test]
+fn the_message_schemas_reject_what_the_protocol_does_not_allow() {
+    opal_tests::check_server_message(&json!({"type": "hello", "protocol": 1, "seq": 0}));
+    for bad in [
+        json!({"type": "event", "seq": 1}),
+        json!({"type": "hello", "protocol": 2, "seq": 0}),
+        json!({"type": "error", "code": "whatever", "message": "x"}),
+        json!({"type": "snapshot", "topic": "operations", "seq": 1, "reset": false, "operations": [{"id": "x"}]}),
+    ] {
+        let result = std::panic::catch_unwind(|| opal_tests::check_server_message(&bad));
+        assert!(result.is_err(), "schema accepted {bad}");
+    }
+}

@@ -246,3 +246,25 @@ pub fn plugin_dir(dir: &Path, names: &[&str]) -> PathBuf {
     }
     plugins
 }
+
+/// Checks a server message against `docs/schemas/ws-server.json`, so the
+/// documented schemas cannot drift from what the server sends.
+pub fn check_server_message(message: &Value) {
+    static VALIDATOR: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    let validator = VALIDATOR.get_or_init(|| {
+        let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schemas");
+        let load = |name: &str| -> Value {
+            serde_json::from_str(&std::fs::read_to_string(docs.join(name)).unwrap()).expect("schema is JSON")
+        };
+        let registry: &'static jsonschema::Registry<'static> = Box::leak(Box::new(
+            jsonschema::Registry::new()
+                .add("https://opal.dev/schemas/operation.json", load("operation.json"))
+                .expect("operation schema")
+                .prepare()
+                .expect("registry"),
+        ));
+        jsonschema::options().with_registry(registry).build(&load("ws-server.json")).expect("ws-server schema compiles")
+    });
+    let errors: Vec<String> = validator.iter_errors(message).map(|e| format!("{} at {}", e, e.instance_path().as_str())).collect();
+    assert!(errors.is_empty(), "server message breaks docs/schemas/ws-server.json: {errors:?}\n{message}");
+}
