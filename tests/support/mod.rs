@@ -265,6 +265,7 @@ pub fn check_server_message(message: &Value) {
         ));
         jsonschema::options().with_registry(registry).build(&load("ws-server.json")).expect("ws-server schema compiles")
     });
-    let errors: Vec<String> = validator.iter_errors(message).map(|e| format!("{} at {}", e, e.instance_path().as_str())).collect();
+    let errors: Vec<String> =
+        validator.iter_errors(message).map(|e| format!("{} at {}", e, e.instance_path().as_str())).collect();
     assert!(errors.is_empty(), "server message breaks docs/schemas/ws-server.json: {errors:?}\n{message}");
 }

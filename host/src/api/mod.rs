@@ -76,6 +76,10 @@ async fn get_plugin(State(app): State<AppState>, Path(name): Path<String>) -> Re
 async fn websocket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     upgrade
         .max_message_size(crate::ws::MAX_FRAME)
+        // Clients send little; a small read buffer is what keeps an idle
+        // connection cheap (the default is 128 KiB per socket).
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(16 * 1024)
         .on_upgrade(move |socket| crate::ws::serve(socket, app.sockets, Principal::Anonymous))
 }
 

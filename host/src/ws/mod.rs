@@ -93,7 +93,9 @@ pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal) {
         tokio::select! {
             frame = frames.recv() => match frame {
                 Some(frame) => {
-                    if !send(&mut sink, Message::Text(frame)).await {
+                    // Write what is queued as one batch and flush once: one
+                    // syscall for many frames when events come thick and fast.
+                    if !write_batch(&mut sink, frame, &mut frames, send_timeout).await {
                         break (CLOSE_LAGGING, "stalled");
                     }
                     if frames.is_empty() {
@@ -144,6 +146,30 @@ pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal) {
         }
     };
     let _ = send(&mut sink, Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
+}
+
+/// Frames written before one flush, at most.
+const BATCH: usize = 64;
+
+/// Feeds `first` and whatever else is queued (up to [`BATCH`]) and flushes
+/// once, within `limit`. False if the peer did not take them in time.
+async fn write_batch(
+    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
+    first: Utf8Bytes,
+    frames: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>,
+    limit: Duration,
+) -> bool {
+    let write = async {
+        sink.feed(Message::Text(first)).await?;
+        for _ in 1..BATCH {
+            match frames.try_recv() {
+                Ok(frame) => sink.feed(Message::Text(frame)).await?,
+                Err(_) => break,
+            }
+        }
+        sink.flush().await
+    };
+    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
 }
 
 type Reply = Result<Option<String>, (&'static str, String)>;

@@ -1,0 +1,250 @@
+//! The fan-out benchmark: `cargo bench -p opal-host --bench fanout [-- --clients 1000 ...]`.
+//!
+//! It starts `opal serve` (release build) as a child process, connects C
+//! WebSocket clients subscribed to `operations`, starts O demo operations of P
+//! progress steps each over HTTP, and reports:
+//! - lost terminal events (every client must see every operation end);
+//! - terminal-event delivery latency (client receipt minus the event's commit
+//!   timestamp `at`), p50 / p99 / max;
+//! - events delivered per second, across all clients;
+//! - server CPU-seconds used for the run, and events delivered per CPU-second;
+//! - the server's peak RSS;
+//! - idle memory per connection: the server's RSS growth for N idle sockets.
+//!
+//! Everything runs on loopback, bounded in count and time.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Args {
+    clients: usize,
+    operations: usize,
+    steps: u32,
+    step_ms: u32,
+    idle: usize,
+}
+
+fn args() -> Args {
+    let mut a = Args { clients: 1000, operations: 200, steps: 20, step_ms: 50, idle: 10_000 };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let value = || argv.get(i + 1).and_then(|v| v.parse::<usize>().ok()).expect("a number after the flag");
+        match argv[i].as_str() {
+            "--clients" => a.clients = value(),
+            "--operations" => a.operations = value(),
+            "--steps" => a.steps = value() as u32,
+            "--step-ms" => a.step_ms = value() as u32,
+            "--idle" => a.idle = value(),
+            "--bench" => {
+                i += 1;
+                continue;
+            }
+            other => panic!("unknown flag {other}; flags: --clients --operations --steps --step-ms --idle"),
+        }
+        i += 2;
+    }
+    a
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    fn start(a: &Args) -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_opal"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(data.path())
+            .args(["--progress-window-ms", &(a.step_ms / 2).max(1).to_string()])
+            .args(["--max-concurrent", &a.operations.max(1).to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("opal starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("listening on http://").expect("address line").to_owned();
+        Server { child, addr, _data: data }
+    }
+
+    fn proc_field(&self, file: &str, key: &str) -> u64 {
+        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap_or_default();
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// RSS now and at its peak, in KiB.
+    fn rss_kib(&self) -> (u64, u64) {
+        (self.proc_field("status", "VmRSS:"), self.proc_field("status", "VmHWM:"))
+    }
+
+    /// User + system CPU time, in seconds.
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+        ticks as f64 / 100.0 // USER_HZ is 100 on Linux
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn raise_fd_limit(wanted: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    let max = limit.maximum.unwrap_or(wanted);
+    limit.current = Some(wanted.min(max));
+    let _ = setrlimit(Resource::Nofile, limit);
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    raise_fd_limit((a.clients + a.idle + 1024) as u64);
+    let server = Server::start(&a);
+    let url = format!("ws://{}/api/v1/ws", server.addr);
+    eprintln!(
+        "fanout: {} clients, {} operations x {} steps every {} ms, server {}",
+        a.clients, a.operations, a.steps, a.step_ms, server.addr
+    );
+
+    // Connect and subscribe every client; each reports (terminal latencies, events seen).
+    let delivered = Arc::new(AtomicU64::new(0));
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(a.clients);
+    let mut clients = Vec::new();
+    for _ in 0..a.clients {
+        let (url, delivered, ready, expected) = (url.clone(), delivered.clone(), ready_tx.clone(), a.operations);
+        clients.push(tokio::spawn(async move {
+            let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+            ws.send(Message::Text(json!({"type": "subscribe", "topics": ["operations"]}).to_string().into()))
+                .await
+                .unwrap();
+            let mut terminal: HashMap<String, f64> = HashMap::new();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+            while terminal.len() < expected {
+                let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, ws.next()).await else { break };
+                let Message::Text(text) = message else { continue };
+                let m: Value = serde_json::from_str(&text).unwrap();
+                match m["type"].as_str() {
+                    Some("snapshot") => {
+                        let _ = ready.send(()).await;
+                    }
+                    Some("event") => {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                        let event = m["event"].as_str().unwrap_or("");
+                        if matches!(event, "operation.completed" | "operation.failed" | "operation.cancelled") {
+                            let at = humantime::parse_rfc3339(m["at"].as_str().unwrap()).unwrap();
+                            let latency = SystemTime::now().duration_since(at).unwrap_or_default();
+                            terminal.insert(
+                                m["operation"]["id"].as_str().unwrap().to_owned(),
+                                latency.as_secs_f64() * 1000.0,
+                            );
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            terminal
+        }));
+    }
+    drop(ready_tx);
+    for _ in 0..a.clients {
+        ready_rx.recv().await.expect("every client subscribes");
+    }
+
+    // Start the operations.
+    let cpu_before = server.cpu_seconds();
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    let posts = futures_util::future::join_all((0..a.operations).map(|i| {
+        let http = http.clone();
+        let url = format!("http://{}/api/v1/operations", server.addr);
+        let body =
+            json!({"type": "demo", "target": format!("bench-{i}"), "params": {"steps": a.steps, "step_ms": a.step_ms}});
+        async move { http.post(url).json(&body).send().await.map(|r| r.status().as_u16()) }
+    }))
+    .await;
+    assert!(posts.iter().all(|p| matches!(p, Ok(202))), "every POST is accepted");
+
+    let mut latencies = Vec::new();
+    let mut lost = 0;
+    for client in clients {
+        let terminal = client.await.unwrap();
+        lost += a.operations - terminal.len();
+        latencies.extend(terminal.into_values());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = server.cpu_seconds() - cpu_before;
+    let events = delivered.load(Ordering::Relaxed);
+    latencies.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let (_, peak_kib) = server.rss_kib();
+
+    // Idle connections: the server's RSS growth per socket that only said hello.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (before_kib, _) = server.rss_kib();
+    let mut idle = Vec::with_capacity(a.idle);
+    for _ in 0..a.idle {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((mut ws, _)) => {
+                let _ = ws.next().await; // hello
+                idle.push(ws);
+            }
+            Err(e) => {
+                eprintln!("idle connection {} failed: {e}", idle.len());
+                break;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (after_kib, _) = server.rss_kib();
+    let per_idle =
+        if idle.is_empty() { f64::NAN } else { (after_kib as f64 - before_kib as f64) * 1024.0 / idle.len() as f64 };
+
+    let report = json!({
+        "clients": a.clients, "operations": a.operations, "steps": a.steps, "step_ms": a.step_ms,
+        "lost_terminal_events": lost,
+        "terminal_latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99),
+                                "max": latencies.last().copied().unwrap_or(f64::NAN)},
+        "events_delivered": events,
+        "run_seconds": elapsed,
+        "events_per_second": events as f64 / elapsed,
+        "server_cpu_seconds": cpu,
+        "events_per_cpu_second": events as f64 / cpu,
+        "server_peak_rss_mib": peak_kib as f64 / 1024.0,
+        "idle_connections": idle.len(),
+        "idle_bytes_per_connection": per_idle,
+    });
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    drop(idle);
+    assert_eq!(lost, 0, "terminal events were lost");
+}
