@@ -4,6 +4,7 @@
 //! Handlers parse and map; decisions belong to the engine. Errors are mapped
 //! to problem+json in `problem`, and nowhere else.
 
+mod body;
 mod operations;
 mod problem;
 mod schedules;

@@ -9,13 +9,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
+use super::body::Body;
 use super::problem::ApiError;
 use crate::engine::{SubmitRequest, Submitted};
-use crate::model::{FieldError, Operation, OperationId, Seq, Status};
+use crate::model::{Operation, OperationId, Seq, Status};
 use crate::store::OperationFilter;
 
-/// Longest accepted target, in bytes.
-pub(super) const MAX_TARGET: usize = 256;
 /// Longest accepted idempotency key, in bytes.
 const MAX_IDEMPOTENCY_KEY: usize = 200;
 /// Default and largest page size of `GET /operations`.
@@ -35,67 +34,17 @@ pub(super) async fn create(State(app): State<AppState>, body: Bytes) -> Result<R
 }
 
 /// Reads the body field by field so that every problem is reported at once.
-fn parse_create(body: &[u8]) -> Result<SubmitRequest, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::Invalid {
-        detail: format!("the body is not valid JSON: {e}"),
-        errors: vec![FieldError::new("", format!("malformed JSON: {e}"))],
-    })?;
-    let Value::Object(mut fields) = value else {
-        return Err(ApiError::field("", "the body must be a JSON object"));
+fn parse_create(bytes: &[u8]) -> Result<SubmitRequest, ApiError> {
+    let mut body = Body::parse(bytes)?;
+    let op_type = body.text("type");
+    let target = body.target();
+    let idempotency_key = body.optional_text("idempotency_key", MAX_IDEMPOTENCY_KEY);
+    let params = body.params();
+    body.finish("the request is invalid")?;
+    let (Some(op_type), Some(target)) = (op_type, target) else {
+        return Err(ApiError::Internal("a missing field passed validation".into()));
     };
-    let mut errors = Vec::new();
-    let mut text = |name: &str, fields: &mut serde_json::Map<String, Value>| match fields.remove(name) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
-        Some(Value::String(_)) => {
-            errors.push(FieldError::new(name, "must not be empty"));
-            None
-        }
-        Some(_) => {
-            errors.push(FieldError::new(name, "must be a string"));
-            None
-        }
-        None => {
-            errors.push(FieldError::new(name, "is required"));
-            None
-        }
-    };
-    let op_type = text("type", &mut fields);
-    let target = text("target", &mut fields);
-    if let Some(t) = &target {
-        if t.len() > MAX_TARGET {
-            errors.push(FieldError::new("target", format!("must be at most {MAX_TARGET} bytes")));
-        } else if t.chars().any(char::is_control) {
-            errors.push(FieldError::new("target", "must not contain control characters"));
-        }
-    }
-    let idempotency_key = match fields.remove("idempotency_key") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(k)) if (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len()) => Some(k),
-        Some(_) => {
-            errors.push(FieldError::new(
-                "idempotency_key",
-                format!("must be a string of 1 to {MAX_IDEMPOTENCY_KEY} bytes"),
-            ));
-            None
-        }
-    };
-    let params = match fields.remove("params") {
-        None => Value::Object(Default::default()),
-        Some(p @ Value::Object(_)) => p,
-        Some(_) => {
-            errors.push(FieldError::new("params", "must be a JSON object"));
-            Value::Null
-        }
-    };
-    for unknown in fields.keys() {
-        errors.push(FieldError::new(unknown.as_str(), "is not an accepted field"));
-    }
-    match (op_type, target) {
-        (Some(op_type), Some(target)) if errors.is_empty() => {
-            Ok(SubmitRequest { op_type, target, params, created_by: "api".to_owned(), idempotency_key })
-        }
-        _ => Err(ApiError::Invalid { detail: "the request is invalid".into(), errors }),
-    }
+    Ok(SubmitRequest { op_type, target, params, created_by: "api".to_owned(), idempotency_key })
 }
 
 fn parse_id(id: &str) -> Result<OperationId, ApiError> {

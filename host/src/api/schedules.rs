@@ -6,12 +6,10 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
 
 use super::AppState;
-use super::operations::MAX_TARGET;
+use super::body::Body;
 use super::problem::ApiError;
-use crate::model::FieldError;
 use crate::schedule::{NewSchedule, Schedule, ScheduleId};
 
 /// `POST /api/v1/schedules` `{cron, type, target, params?}`: 201 with the schedule.
@@ -22,52 +20,15 @@ pub(super) async fn create(State(app): State<AppState>, body: Bytes) -> Result<R
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(schedule)).into_response())
 }
 
-fn parse(body: &[u8]) -> Result<NewSchedule, ApiError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| ApiError::Invalid {
-        detail: format!("the body is not valid JSON: {e}"),
-        errors: vec![FieldError::new("", format!("malformed JSON: {e}"))],
-    })?;
-    let Value::Object(mut fields) = value else {
-        return Err(ApiError::field("", "the body must be a JSON object"));
+fn parse(bytes: &[u8]) -> Result<NewSchedule, ApiError> {
+    let mut body = Body::parse(bytes)?;
+    let (cron, op_type, target) = (body.text("cron"), body.text("type"), body.target());
+    let params = body.params();
+    body.finish("the schedule is invalid")?;
+    let (Some(cron), Some(op_type), Some(target)) = (cron, op_type, target) else {
+        return Err(ApiError::Internal("a missing field passed validation".into()));
     };
-    let mut errors = Vec::new();
-    let mut text = |name: &str| match fields.remove(name) {
-        Some(Value::String(s)) if !s.trim().is_empty() => Some(s),
-        Some(Value::String(_)) => {
-            errors.push(FieldError::new(name, "must not be empty"));
-            None
-        }
-        Some(_) => {
-            errors.push(FieldError::new(name, "must be a string"));
-            None
-        }
-        None => {
-            errors.push(FieldError::new(name, "is required"));
-            None
-        }
-    };
-    let (cron, op_type, target) = (text("cron"), text("type"), text("target"));
-    if target.as_ref().is_some_and(|t| t.len() > MAX_TARGET || t.chars().any(char::is_control)) {
-        errors
-            .push(FieldError::new("target", format!("must be at most {MAX_TARGET} bytes, without control characters")));
-    }
-    let params = match fields.remove("params") {
-        None => Value::Object(Default::default()),
-        Some(p @ Value::Object(_)) => p,
-        Some(_) => {
-            errors.push(FieldError::new("params", "must be a JSON object"));
-            Value::Null
-        }
-    };
-    for unknown in fields.keys() {
-        errors.push(FieldError::new(unknown.as_str(), "is not an accepted field"));
-    }
-    match (cron, op_type, target) {
-        (Some(cron), Some(op_type), Some(target)) if errors.is_empty() => {
-            Ok(NewSchedule { cron, op_type, target, params })
-        }
-        _ => Err(ApiError::Invalid { detail: "the schedule is invalid".into(), errors }),
-    }
+    Ok(NewSchedule { cron, op_type, target, params })
 }
 
 fn parse_id(id: &str) -> Result<ScheduleId, ApiError> {
