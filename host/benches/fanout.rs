@@ -33,11 +33,12 @@ struct Args {
     operations: usize,
     steps: u32,
     step_ms: u32,
+    window_ms: u32,
     idle: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { clients: 1000, operations: 200, steps: 20, step_ms: 50, idle: 10_000 };
+    let mut a = Args { clients: 1000, operations: 200, steps: 20, step_ms: 50, window_ms: 500, idle: 10_000 };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -47,12 +48,13 @@ fn args() -> Args {
             "--operations" => a.operations = value(),
             "--steps" => a.steps = value() as u32,
             "--step-ms" => a.step_ms = value() as u32,
+            "--window-ms" => a.window_ms = value() as u32,
             "--idle" => a.idle = value(),
             "--bench" => {
                 i += 1;
                 continue;
             }
-            other => panic!("unknown flag {other}; flags: --clients --operations --steps --step-ms --idle"),
+            other => panic!("unknown flag {other}; flags: --clients --operations --steps --step-ms --window-ms --idle"),
         }
         i += 2;
     }
@@ -71,7 +73,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_opal"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data"])
             .arg(data.path())
-            .args(["--progress-window-ms", &(a.step_ms / 2).max(1).to_string()])
+            .args(["--progress-window-ms", &a.window_ms.max(1).to_string()])
             .args(["--max-concurrent", &a.operations.max(1).to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -138,8 +140,8 @@ async fn main() {
     let server = Server::start(&a);
     let url = format!("ws://{}/api/v1/ws", server.addr);
     eprintln!(
-        "fanout: {} clients, {} operations x {} steps every {} ms, server {}",
-        a.clients, a.operations, a.steps, a.step_ms, server.addr
+        "fanout: {} clients, {} operations x {} steps every {} ms, progress window {} ms, server {}",
+        a.clients, a.operations, a.steps, a.step_ms, a.window_ms, server.addr
     );
 
     // Connect and subscribe every client; each reports (terminal latencies, events seen).
@@ -232,6 +234,7 @@ async fn main() {
 
     let report = json!({
         "clients": a.clients, "operations": a.operations, "steps": a.steps, "step_ms": a.step_ms,
+        "progress_window_ms": a.window_ms,
         "lost_terminal_events": lost,
         "terminal_latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99),
                                 "max": latencies.last().copied().unwrap_or(f64::NAN)},

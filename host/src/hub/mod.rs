@@ -15,6 +15,7 @@
 
 mod auth;
 mod lag;
+mod resume;
 mod snapshot;
 mod topic;
 
@@ -28,6 +29,7 @@ use tokio::sync::mpsc;
 
 pub use auth::{AllowAll, Authorize, Principal};
 pub use lag::LAG_CAP;
+pub use resume::Resumed;
 pub use topic::{EventKey, Topic, UnknownTopic};
 
 use crate::model::{Event, Operation, OperationId, Seq};
@@ -268,106 +270,7 @@ impl Publish for Hub {
     }
 }
 
-/// What a subscribe with `since` turned into.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Resumed {
-    /// No `since`: snapshots were sent.
-    Snapshot,
-    /// The missed events (this many) were replayed; then a `resumed` message.
-    Replayed(usize),
-    /// The gap could not be served: snapshots with `reset: true` were sent.
-    Reset,
-}
-
 impl Connection {
-    /// Adds `topics`. Without `since`, queues a snapshot of each. With
-    /// `since`, replays every event after it that matches one of the new
-    /// topics (and none already subscribed, which were delivered live), from
-    /// the ring or, for older ones, from `history`; if the gap is too large or
-    /// partly pruned, queues `reset: true` snapshots instead.
-    pub fn subscribe(
-        &self,
-        topics: &[Topic],
-        since: Option<Seq>,
-        known: &[Operation],
-        history: &dyn History,
-    ) -> Resumed {
-        let hub = &self.hub;
-        let mut fetched: Option<(Seq, Vec<Event>)> = None;
-        for _ in 0..3 {
-            let mut state = hub.lock();
-            let last = state.last_seq;
-            let Some(since) = since else {
-                return self.snapshot(&mut state, topics, false, known);
-            };
-            if since > last || last - since > hub.config.max_replay {
-                return self.snapshot(&mut state, topics, true, known);
-            }
-            // Events up to `upto` come from the store, the rest from the ring.
-            let upto = match &fetched {
-                Some((upto, _)) if state.ring_covers(*upto) => *upto,
-                _ if state.ring_covers(since) => since,
-                _ => {
-                    let upto = state.ring.front().map_or(last, |first| first.seq - 1);
-                    drop(state);
-                    match history.replay(since, upto) {
-                        Ok(events) => fetched = Some((upto, events)),
-                        Err(e) => {
-                            tracing::info!(since, error = %e, "resume gap not in history; sending a reset");
-                            return self.snapshot(&mut hub.lock(), topics, true, known);
-                        }
-                    }
-                    continue;
-                }
-            };
-            let stored = fetched.take().map(|(_, events)| events).unwrap_or_default();
-            let ring: Vec<Event> = state.ring.iter().filter(|e| e.seq > upto).cloned().collect();
-            return self.replay(&mut state, topics, since, stored.into_iter().chain(ring));
-        }
-        self.snapshot(&mut hub.lock(), topics, true, known)
-    }
-
-    fn snapshot(&self, state: &mut State, topics: &[Topic], reset: bool, known: &[Operation]) -> Resumed {
-        let seq = state.last_seq;
-        let frames: Vec<Utf8Bytes> = topics.iter().map(|t| snapshot::frame(state, t, seq, reset, known)).collect();
-        let Some(subscriber) = state.connections.get_mut(&self.id) else { return Resumed::Reset };
-        subscriber.topics.extend(topics.iter().cloned());
-        let mut ok = true;
-        for frame in frames {
-            ok &= subscriber.deliver_frame(frame);
-        }
-        if !ok {
-            state.drop_connections(vec![self.id], CLOSE_LAGGING);
-        }
-        if reset { Resumed::Reset } else { Resumed::Snapshot }
-    }
-
-    fn replay(&self, state: &mut State, topics: &[Topic], since: Seq, events: impl Iterator<Item = Event>) -> Resumed {
-        let seq = state.last_seq;
-        let deadline = self.hub.config.lag_deadline;
-        let Some(subscriber) = state.connections.get_mut(&self.id) else { return Resumed::Reset };
-        let new: Vec<Topic> = topics.iter().filter(|t| !subscriber.topics.contains(*t)).cloned().collect();
-        let mut count = 0;
-        let mut ok = true;
-        for event in events {
-            let key = key(&event);
-            let already = subscriber.topics.iter().any(|t| t.matches(&key));
-            if !already && new.iter().any(|t| t.matches(&key)) {
-                count += 1;
-                ok &= subscriber.deliver(&event, deadline);
-            }
-        }
-        subscriber.topics.extend(new);
-        let names: Vec<String> = topics.iter().map(ToString::to_string).collect();
-        let resumed =
-            serde_json::json!({"type": "resumed", "topics": names, "since": since, "seq": seq, "replayed": count});
-        ok &= subscriber.deliver_frame(Utf8Bytes::from(resumed.to_string()));
-        if !ok {
-            state.drop_connections(vec![self.id], CLOSE_LAGGING);
-        }
-        Resumed::Replayed(count)
-    }
-
     /// Removes `topics`.
     pub fn unsubscribe(&self, topics: &[Topic]) {
         if let Some(subscriber) = self.hub.lock().connections.get_mut(&self.id) {
