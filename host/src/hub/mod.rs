@@ -112,9 +112,8 @@ fn key(event: &Event) -> EventKey<'_> {
 }
 
 impl Subscriber {
-    fn wants(&self, event: &Event) -> bool {
-        let key = key(event);
-        self.topics.iter().any(|t| t.matches(&key))
+    fn wants(&self, key: &EventKey<'_>) -> bool {
+        self.topics.iter().any(|t| t.matches(key))
     }
 
     /// Queues an event, switching to coalesced delivery when the queue is full.
@@ -255,8 +254,9 @@ impl Publish for Hub {
             if let Some(op) = &event.operation {
                 state.remember(op.clone());
             }
+            let matching = key(&event);
             for (id, subscriber) in &mut state.connections {
-                if subscriber.wants(&event) && !subscriber.deliver(&event, deadline) {
+                if subscriber.wants(&matching) && !subscriber.deliver(&event, deadline) {
                     dropped.push(*id);
                 }
             }
