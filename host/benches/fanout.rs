@@ -11,6 +11,11 @@
 //! - the server's peak RSS;
 //! - idle memory per connection: the server's RSS growth for N idle sockets.
 //!
+//! `--server socketio` runs the same job against a socket.io server doing it
+//! the way the seeds do (`host/benches/socketio/server.js`; install it first
+//! with `npm ci --prefix host/benches/socketio`), for the comparison of events
+//! per CPU-second. The clients speak just enough of the socket.io protocol.
+//!
 //! Everything runs on loopback, bounded in count and time.
 
 use std::collections::HashMap;
@@ -24,6 +29,37 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+/// What a received text frame is, for either server.
+enum Frame {
+    /// Subscribed: Opal's snapshot, socket.io's `hello`.
+    Ready,
+    /// An operation event.
+    Event { terminal: bool },
+    /// An engine.io ping, to be answered with "3".
+    Ping,
+    /// Anything else (socket.io's open and connect packets).
+    Other,
+}
+
+/// Classifies a frame from its first bytes only.
+fn split(text: &str) -> Frame {
+    let head = &text[..text.len().min(96)];
+    if head == "2" {
+        Frame::Ping
+    } else if head.starts_with(r#"{"type":"snapshot""#) || head.starts_with(r#"42["hello""#) {
+        Frame::Ready
+    } else if head.starts_with(r#"{"type":"event""#) || head.starts_with(r#"42["event""#) {
+        Frame::Event { terminal: TERMINAL.iter().any(|t| head.contains(t)) }
+    } else {
+        Frame::Other
+    }
+}
+
+/// Where the JSON event object starts: at once for Opal, after `42["event",` for socket.io.
+fn payload_start(text: &str) -> usize {
+    if text.starts_with("42[") { text.find(',').map_or(0, |i| i + 1) } else { 0 }
+}
+
 /// How a terminal event's frame begins, after `"seq":N,`.
 const TERMINAL: [&str; 3] =
     [r#""event":"operation.completed""#, r#""event":"operation.failed""#, r#""event":"operation.cancelled""#];
@@ -35,10 +71,12 @@ struct Args {
     step_ms: u32,
     window_ms: u32,
     idle: usize,
+    socketio: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { clients: 1000, operations: 200, steps: 20, step_ms: 50, window_ms: 500, idle: 10_000 };
+    let mut a =
+        Args { clients: 1000, operations: 200, steps: 20, step_ms: 50, window_ms: 500, idle: 10_000, socketio: false };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -50,11 +88,20 @@ fn args() -> Args {
             "--step-ms" => a.step_ms = value() as u32,
             "--window-ms" => a.window_ms = value() as u32,
             "--idle" => a.idle = value(),
+            "--server" => {
+                a.socketio = match argv.get(i + 1).map(String::as_str) {
+                    Some("opal") => false,
+                    Some("socketio") => true,
+                    other => panic!("--server takes opal or socketio, not {other:?}"),
+                };
+            }
             "--bench" => {
                 i += 1;
                 continue;
             }
-            other => panic!("unknown flag {other}; flags: --clients --operations --steps --step-ms --window-ms --idle"),
+            other => panic!(
+                "unknown flag {other}; flags: --server --clients --operations --steps --step-ms --window-ms --idle"
+            ),
         }
         i += 2;
     }
@@ -70,16 +117,25 @@ struct Server {
 impl Server {
     fn start(a: &Args) -> Server {
         let data = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_opal"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data.path())
-            .args(["--progress-window-ms", &a.window_ms.max(1).to_string()])
-            .args(["--max-concurrent", &a.operations.max(1).to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("opal starts");
+        let mut command = if a.socketio {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/socketio");
+            assert!(
+                std::path::Path::new(dir).join("node_modules").exists(),
+                "run `npm ci --prefix host/benches/socketio` first"
+            );
+            let mut node = Command::new("node");
+            node.arg("server.js").current_dir(dir).env("PROGRESS_WINDOW_MS", a.window_ms.to_string());
+            node
+        } else {
+            let mut opal = Command::new(env!("CARGO_BIN_EXE_opal"));
+            opal.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+                .arg(data.path())
+                .args(["--progress-window-ms", &a.window_ms.max(1).to_string()])
+                .args(["--max-concurrent", &a.operations.max(1).to_string()])
+                .env("RUST_LOG", "warn");
+            opal
+        };
+        let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("opal starts");
         let mut line = String::new();
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
         let addr = line.trim().strip_prefix("listening on http://").expect("address line").to_owned();
@@ -138,7 +194,11 @@ async fn main() {
     let a = args();
     raise_fd_limit((a.clients + a.idle + 1024) as u64);
     let server = Server::start(&a);
-    let url = format!("ws://{}/api/v1/ws", server.addr);
+    let url = if a.socketio {
+        format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr)
+    } else {
+        format!("ws://{}/api/v1/ws", server.addr)
+    };
     eprintln!(
         "fanout: {} clients, {} operations x {} steps every {} ms, progress window {} ms, server {}",
         a.clients, a.operations, a.steps, a.step_ms, a.window_ms, server.addr
@@ -150,11 +210,16 @@ async fn main() {
     let mut clients = Vec::new();
     for _ in 0..a.clients {
         let (url, delivered, ready, expected) = (url.clone(), delivered.clone(), ready_tx.clone(), a.operations);
+        let socketio = a.socketio;
         clients.push(tokio::spawn(async move {
             let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
-            ws.send(Message::Text(json!({"type": "subscribe", "topics": ["operations"]}).to_string().into()))
-                .await
-                .unwrap();
+            if socketio {
+                ws.send(Message::Text("40".into())).await.unwrap(); // join the default namespace
+            } else {
+                ws.send(Message::Text(json!({"type": "subscribe", "topics": ["operations"]}).to_string().into()))
+                    .await
+                    .unwrap();
+            }
             let mut terminal: HashMap<String, f64> = HashMap::new();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
             while terminal.len() < expected {
@@ -162,18 +227,28 @@ async fn main() {
                 let Message::Text(text) = message else { continue };
                 // The clients share the machine with the server: parse only
                 // what is measured, so the client side is not the bottleneck.
-                let head = &text.as_str()[..text.len().min(64)];
-                if head.starts_with(r#"{"type":"snapshot""#) {
-                    let _ = ready.send(()).await;
-                } else if head.starts_with(r#"{"type":"event""#) {
-                    delivered.fetch_add(1, Ordering::Relaxed);
-                    if TERMINAL.iter().any(|t| head.contains(t)) {
-                        let received = SystemTime::now();
-                        let m: Value = serde_json::from_str(&text).unwrap();
-                        let at = humantime::parse_rfc3339(m["at"].as_str().unwrap()).unwrap();
-                        let latency = received.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0;
-                        terminal.insert(m["operation"]["id"].as_str().unwrap().to_owned(), latency);
+                let (frame, payload) = match split(&text) {
+                    Frame::Ping => {
+                        let _ = ws.send(Message::Text("3".into())).await;
+                        continue;
                     }
+                    other => (other, &text.as_str()[payload_start(&text)..]),
+                };
+                match frame {
+                    Frame::Ready => {
+                        let _ = ready.send(()).await;
+                    }
+                    Frame::Event { terminal: is_terminal } => {
+                        delivered.fetch_add(1, Ordering::Relaxed);
+                        if is_terminal {
+                            let received = SystemTime::now();
+                            let m: Value = serde_json::from_str(payload.trim_end_matches(']')).unwrap();
+                            let at = humantime::parse_rfc3339(m["at"].as_str().unwrap()).unwrap();
+                            let latency = received.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0;
+                            terminal.insert(m["operation"]["id"].as_str().unwrap().to_owned(), latency);
+                        }
+                    }
+                    Frame::Ping | Frame::Other => {}
                 }
             }
             terminal
@@ -218,7 +293,11 @@ async fn main() {
     for _ in 0..a.idle {
         match tokio_tungstenite::connect_async(&url).await {
             Ok((mut ws, _)) => {
-                let _ = ws.next().await; // hello
+                let _ = ws.next().await; // hello, or socket.io's open packet
+                if a.socketio {
+                    let _ = ws.send(Message::Text("40".into())).await;
+                    let _ = ws.next().await; // connected
+                }
                 idle.push(ws);
             }
             Err(e) => {
@@ -233,6 +312,7 @@ async fn main() {
         if idle.is_empty() { f64::NAN } else { (after_kib as f64 - before_kib as f64) * 1024.0 / idle.len() as f64 };
 
     let report = json!({
+        "server": if a.socketio { "socketio" } else { "opal" },
         "clients": a.clients, "operations": a.operations, "steps": a.steps, "step_ms": a.step_ms,
         "progress_window_ms": a.window_ms,
         "lost_terminal_events": lost,
