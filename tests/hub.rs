@@ -194,6 +194,22 @@ async fn stalled_client(server: &TestServer) -> WsClient {
     WsClient::over(stream, &format!("ws://{addr}/api/v1/ws")).await
 }
 
+/// Subscribes a stalled client to `operations`, then runs 20 operations that
+/// publish about 25 MB of progress while it reads nothing; returns the client
+/// and the operations, all ended.
+async fn flood_a_stalled_client(server: &TestServer) -> (WsClient, Vec<String>) {
+    let mut ws = stalled_client(server).await;
+    ws.subscribe(&["operations"]).await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(start_steady(server, &format!("s{i}"), json!({"steps": 150, "step_ms": 2, "pad": 8000})).await);
+    }
+    for id in &ids {
+        server.wait_terminal(id).await;
+    }
+    (ws, ids)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_gets_coalesced_delivery_and_every_terminal_event() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,16 +219,7 @@ async fn a_stalled_client_gets_coalesced_delivery_and_every_terminal_event() {
         c.hub.lag_deadline = Duration::from_secs(120);
     })
     .await;
-    let mut ws = stalled_client(&server).await;
-    ws.subscribe(&["operations"]).await;
-    // About 25 MB of progress events while the client reads nothing.
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        ids.push(start_steady(&server, &format!("s{i}"), json!({"steps": 150, "step_ms": 2, "pad": 8000})).await);
-    }
-    for id in &ids {
-        server.wait_terminal(id).await;
-    }
+    let (mut ws, ids) = flood_a_stalled_client(&server).await;
     let mut terminal = HashMap::new();
     let mut progress = 0;
     let mut seq = 0;
@@ -250,15 +257,7 @@ async fn a_client_that_stays_stalled_is_closed_with_4008_and_can_resume() {
         c.ws.send_timeout = Duration::from_millis(500);
     })
     .await;
-    let mut ws = stalled_client(&server).await;
-    ws.subscribe(&["operations"]).await;
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        ids.push(start_steady(&server, &format!("c{i}"), json!({"steps": 150, "step_ms": 2, "pad": 8000})).await);
-    }
-    for id in &ids {
-        server.wait_terminal(id).await;
-    }
+    let (mut ws, _) = flood_a_stalled_client(&server).await;
     // Read what was buffered; the stream ends, with 4008 if the close frame got through.
     let mut last_seq = 0;
     let code = loop {
