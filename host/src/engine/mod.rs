@@ -6,13 +6,13 @@
 //! to the registry for plugins, to the sandbox through a plugin's `Component`,
 //! and to the store through `Change`s; it never touches redb, sockets or HTTP.
 
+mod cancel;
 mod queue;
 mod recovery;
 mod retention;
 mod runner;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::TypePolicy;
-use crate::model::{EventKind, FieldError, Operation, OperationId, Seq, Status, Timestamp};
+use crate::model::{FieldError, Operation, OperationId, Seq};
 use crate::registry::{Plugin, Registry};
 use crate::sandbox::Sandbox;
 use crate::store::{Change, OperationFilter, Store, StoreError};
+use cancel::CancelSwitch;
 use queue::{Queue, Queued};
 
 /// Engine settings, from the operator's config.
@@ -125,29 +126,6 @@ struct Inner {
     shutdown: CancellationToken,
 }
 
-/// The two-stage stop of one running operation.
-#[derive(Default)]
-struct CancelSwitch {
-    /// Asked to stop: `progress.cancelled()` returns true.
-    requested: Arc<AtomicBool>,
-    /// Set when the grace period is over: the epoch callback traps a
-    /// computing guest at its next tick.
-    forced: Arc<AtomicBool>,
-    /// Wakes the runner when the grace period is over, so it drops the run
-    /// even while the guest is blocked in an async host call (a sleep).
-    force: tokio::sync::Notify,
-    /// Who asked, for the record.
-    by: Mutex<Option<String>>,
-}
-
-impl CancelSwitch {
-    fn force(&self) {
-        self.forced.store(true, Ordering::Relaxed);
-        // `notify_one` keeps a permit if the runner is not waiting right now.
-        self.force.notify_one();
-    }
-}
-
 impl Engine {
     /// Starts the engine: operations left `pending` or `running` by a previous
     /// process are failed or re-queued first (see `recovery`), then queued
@@ -231,43 +209,6 @@ impl Engine {
         }
     }
 
-    /// Cancels an operation: a pending one ends `cancelled` at once; a
-    /// running one sees `cancelled()` at once and is stopped by force after
-    /// the grace period. Either way it ends `cancelled`.
-    pub async fn cancel(&self, id: OperationId, by: &str) -> Result<Operation, CancelError> {
-        // An admitted operation reaches the queue a moment after its record
-        // is durable; wait that moment out rather than call it ended.
-        for _ in 0..100 {
-            let (queued, switch, known) = {
-                let mut queue = self.inner.lock_queue();
-                (queue.remove_pending(id), queue.switch(id), queue.holds(id))
-            };
-            if let Some(queued) = queued {
-                return Ok(self.inner.cancel_pending(queued.op, by).await?);
-            }
-            if let Some(switch) = switch {
-                *switch.by.lock().expect("cancel switch poisoned") = Some(by.to_owned());
-                switch.requested.store(true, Ordering::Relaxed);
-                let (grace, shutdown, forced) =
-                    (self.inner.config.cancel_grace, self.inner.shutdown.clone(), switch.clone());
-                self.inner.tasks.spawn(async move {
-                    // Shutdown stops the runner anyway; don't hold it up for the grace period.
-                    if shutdown.run_until_cancelled(tokio::time::sleep(grace)).await.is_some() {
-                        forced.force();
-                    }
-                });
-                return self.inner.store.get(id)?.ok_or(CancelError::NotFound(id));
-            }
-            match self.inner.store.get(id)? {
-                None => return Err(CancelError::NotFound(id)),
-                Some(op) if op.status.is_terminal() => return Err(CancelError::AlreadyEnded(Box::new(op))),
-                Some(_) if !known => tokio::time::sleep(Duration::from_millis(5)).await,
-                Some(_) => {}
-            }
-        }
-        Err(CancelError::Store(StoreError::Closed))
-    }
-
     /// The operation with `id`.
     pub fn get(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
         self.inner.store.get(id)
@@ -338,16 +279,5 @@ impl Inner {
                 inner.pump();
             });
         }
-    }
-
-    async fn cancel_pending(&self, mut op: Operation, by: &str) -> Result<Operation, StoreError> {
-        let now = Timestamp::now();
-        op.status = Status::Cancelled;
-        op.finished_at = Some(now);
-        op.message = format!("cancelled by {by} before it started");
-        self.store
-            .commit(Change::Operation { kind: EventKind::Cancelled, operation: Arc::new(op.clone()), at: now })
-            .await?;
-        Ok(op)
     }
 }
