@@ -20,7 +20,7 @@ mod snapshot;
 mod topic;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +90,9 @@ struct Subscriber {
     topics: HashSet<Topic>,
     queue: mpsc::Sender<Utf8Bytes>,
     lag: Option<Lag>,
+    /// Mirrors `lag.is_some()` for the socket task, which checks it after
+    /// every batch it writes: an atomic, so that check never takes the lock.
+    lagging: Arc<AtomicBool>,
     /// Set to a close code when the hub drops the connection.
     closed: Arc<AtomicU16>,
 }
@@ -98,6 +101,7 @@ struct Subscriber {
 pub struct Connection {
     id: u64,
     hub: Arc<Hub>,
+    lagging: Arc<AtomicBool>,
     closed: Arc<AtomicU16>,
     /// The seq the connection's `hello` reports.
     pub hello_seq: Seq,
@@ -128,6 +132,7 @@ impl Subscriber {
                 let mut lag = Lag::new();
                 lag.push(event.clone());
                 self.lag = Some(lag);
+                self.lagging.store(true, Ordering::Relaxed);
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -145,6 +150,7 @@ impl Subscriber {
                 let mut lag = Lag::new();
                 lag.push_system(frame);
                 self.lag = Some(lag);
+                self.lagging.store(true, Ordering::Relaxed);
                 true
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -177,14 +183,16 @@ impl Hub {
     pub fn connect(self: &Arc<Self>) -> (Connection, mpsc::Receiver<Utf8Bytes>) {
         let (queue, frames) = mpsc::channel(self.config.queue);
         let closed = Arc::new(AtomicU16::new(0));
+        let lagging = Arc::new(AtomicBool::new(false));
         let mut state = self.lock();
         let id = state.next_connection;
         state.next_connection += 1;
-        let subscriber = Subscriber { topics: HashSet::new(), queue, lag: None, closed: closed.clone() };
+        let subscriber =
+            Subscriber { topics: HashSet::new(), queue, lag: None, lagging: lagging.clone(), closed: closed.clone() };
         state.connections.insert(id, subscriber);
         let hello_seq = state.last_seq;
         drop(state);
-        (Connection { id, hub: self.clone(), closed, hello_seq }, frames)
+        (Connection { id, hub: self.clone(), lagging, closed, hello_seq }, frames)
     }
 
     /// The seq of the last published event.
@@ -290,14 +298,15 @@ impl Connection {
         let Some(lag) = &mut subscriber.lag else { return };
         if lag.drain_into(&subscriber.queue) {
             subscriber.lag = None;
+            subscriber.lagging.store(false, Ordering::Relaxed);
         } else if lag.since.elapsed() >= deadline {
             state.drop_connections(vec![self.id], CLOSE_LAGGING);
         }
     }
 
-    /// True while this connection gets coalesced delivery.
+    /// True while this connection gets coalesced delivery. Lock-free.
     pub fn lagging(&self) -> bool {
-        self.hub.lock().connections.get(&self.id).is_some_and(|s| s.lag.is_some())
+        self.lagging.load(Ordering::Relaxed)
     }
 
     /// The close code if the hub dropped this connection.

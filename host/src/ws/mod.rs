@@ -98,7 +98,7 @@ pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal) {
                     if !write_batch(&mut sink, frame, &mut frames, send_timeout).await {
                         break (CLOSE_LAGGING, "stalled");
                     }
-                    if frames.is_empty() {
+                    if frames.is_empty() && connection.lagging() {
                         connection.refill();
                     }
                 }
