@@ -22,8 +22,6 @@ pub use error::StoreError;
 pub use reads::OperationFilter;
 pub use writer::{Change, Publish, Receipt};
 
-use crate::model::Timestamp;
-
 /// How many changes may wait for the writer. Senders wait (async) when it is
 /// full, which slows producers down instead of growing memory.
 const QUEUE_CAPACITY: usize = 8192;
@@ -74,10 +72,5 @@ impl Store {
     /// published only once committed; use this where nobody waits on it.
     pub async fn enqueue(&self, change: Change) -> Result<(), StoreError> {
         self.writer.send(writer::Append { change, ack: None }).await.map_err(|_| StoreError::Closed)
-    }
-
-    /// A timestamp for a change built now.
-    pub fn now() -> Timestamp {
-        Timestamp::now()
     }
 }
