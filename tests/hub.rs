@@ -362,3 +362,57 @@ fn the_message_schemas_reject_what_the_protocol_does_not_allow() {
         assert!(result.is_err(), "schema accepted {bad}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batched_client_gets_the_same_messages_several_to_a_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(dir.path(), |c| c.progress_window = Duration::from_millis(10)).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(start_steady(&server, &format!("b{i}"), json!({"steps": 10, "step_ms": 10})).await);
+    }
+    for id in &ids {
+        server.wait_terminal(id).await;
+    }
+    let last = server.ws().await.subscribe(&["operations"]).await.remove(0)["seq"].as_u64().unwrap();
+
+    // A resume replays its events as one run: one frame for a batched client,
+    // one frame per event for a plain one, with the same messages.
+    let resume = json!({"type": "subscribe", "topics": ["operations"], "since": 0});
+    let mut batched = server.ws_batched().await;
+    batched.send(resume.clone()).await;
+    let frame = batched.recv_frame().await;
+    assert!(frame.len() > 10, "the replayed events share one frame, not {}", frame.len());
+    let resumed = batched.recv().await;
+    assert_eq!(resumed["type"], "resumed", "{resumed}");
+
+    let mut plain = server.ws().await;
+    plain.send(resume).await;
+    let mut one_by_one = Vec::new();
+    for _ in 0..frame.len() {
+        let messages = plain.recv_frame().await;
+        assert_eq!(messages.len(), 1, "without ?batch every frame is one message");
+        one_by_one.extend(messages);
+    }
+    assert_eq!(one_by_one, frame, "the same messages, in the same order");
+    assert_eq!(plain.recv().await, resumed);
+    assert_eq!(frame.last().unwrap()["seq"], last, "every event up to the subscribe");
+
+    // Live events reach both the same way.
+    let id = start_steady(&server, "b-live", json!({"steps": 5, "step_ms": 10})).await;
+    let live_batched = batched.events_until_terminal(&id).await;
+    let live_plain = plain.events_until_terminal(&id).await;
+    assert_eq!(live_batched, live_plain);
+
+    // A bad value is refused before the upgrade, naming the parameter.
+    let url = format!("{}/api/v1/ws?batch=maybe", server.base.replacen("http", "ws", 1));
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 400);
+            let body: Value = serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["errors"][0]["field"], "batch", "{body}");
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    server.stop().await;
+}

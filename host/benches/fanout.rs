@@ -6,7 +6,9 @@
 //! - lost terminal events (every client must see every operation end);
 //! - terminal-event delivery latency (client receipt minus the event's commit
 //!   timestamp `at`), p50 / p99 / max;
-//! - events delivered per second, across all clients;
+//! - events delivered per second, across all clients, and the WebSocket
+//!   frames that carried them (clients connect with `?batch=true`, so one
+//!   frame may carry several events);
 //! - server CPU-seconds used for the run, and events delivered per CPU-second;
 //! - the server's peak RSS;
 //! - idle memory per connection: the server's RSS growth for N idle sockets.
@@ -26,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What a received text frame is, for either server.
@@ -41,18 +43,25 @@ enum Frame {
     Other,
 }
 
-/// Classifies a frame from its first bytes only.
+/// Classifies a message from its first bytes only.
 fn split(text: &str) -> Frame {
-    let head = &text[..text.len().min(96)];
-    if head == "2" {
+    if text == "2" {
         Frame::Ping
-    } else if head.starts_with(r#"{"type":"snapshot""#) || head.starts_with(r#"42["hello""#) {
+    } else if text.starts_with(r#"{"type":"snapshot""#) || text.starts_with(r#"42["hello""#) {
         Frame::Ready
-    } else if head.starts_with(r#"{"type":"event""#) || head.starts_with(r#"42["event""#) {
-        Frame::Event { terminal: TERMINAL.iter().any(|t| head.contains(t)) }
+    } else if text.starts_with(r#"{"type":"event""#) || text.starts_with(r#"42["event""#) {
+        Frame::Event { terminal: is_terminal(&text[payload_start(text)..]) }
     } else {
         Frame::Other
     }
+}
+
+/// Whether an event object (`{"type":"event","seq":N,"event":"…"`) is terminal.
+fn is_terminal(event: &str) -> bool {
+    const PREFIX: &str = r#"{"type":"event","seq":"#;
+    let rest = event.get(PREFIX.len()..).unwrap_or("").trim_start_matches(|c: char| c.is_ascii_digit());
+    let name = rest.strip_prefix(r#","event":"operation."#).unwrap_or("");
+    ["completed\"", "failed\"", "cancelled\""].iter().any(|end| name.starts_with(end))
 }
 
 /// Where the JSON event object starts: at once for Opal, after `42["event",` for socket.io.
@@ -60,9 +69,17 @@ fn payload_start(text: &str) -> usize {
     if text.starts_with("42[") { text.find(',').map_or(0, |i| i + 1) } else { 0 }
 }
 
-/// How a terminal event's frame begins, after `"seq":N,`.
-const TERMINAL: [&str; 3] =
-    [r#""event":"operation.completed""#, r#""event":"operation.failed""#, r#""event":"operation.cancelled""#];
+/// The `at` timestamp and the operation id of an event, found without a full
+/// JSON parse: both servers write `"at":"…","operation":{"id":"…"` in that order.
+fn terminal_fields(payload: &str) -> (&str, &str) {
+    let string_after = |text: &str, key: &str| -> (usize, usize) {
+        let start = text.find(key).unwrap_or_else(|| panic!("{key} in {payload}")) + key.len();
+        (start, start + text[start..].find('"').expect("a closing quote"))
+    };
+    let (a, b) = string_after(payload, r#""at":""#);
+    let (c, d) = string_after(&payload[b..], r#""operation":{"id":""#);
+    (&payload[a..b], &payload[b + c..b + d])
+}
 
 struct Args {
     clients: usize,
@@ -174,6 +191,12 @@ impl Drop for Server {
     }
 }
 
+/// Small read buffers: tungstenite zeroes its whole read buffer on every read,
+/// and 1000 clients on the server's machine should cost it as little as possible.
+fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -197,7 +220,7 @@ async fn main() {
     let url = if a.socketio {
         format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr)
     } else {
-        format!("ws://{}/api/v1/ws", server.addr)
+        format!("ws://{}/api/v1/ws?batch=true", server.addr)
     };
     eprintln!(
         "fanout: {} clients, {} operations x {} steps every {} ms, progress window {} ms, server {}",
@@ -206,13 +229,17 @@ async fn main() {
 
     // Connect and subscribe every client; each reports (terminal latencies, events seen).
     let delivered = Arc::new(AtomicU64::new(0));
+    let frames_received = Arc::new(AtomicU64::new(0));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(a.clients);
     let mut clients = Vec::new();
     for _ in 0..a.clients {
         let (url, delivered, ready, expected) = (url.clone(), delivered.clone(), ready_tx.clone(), a.operations);
+        let frames_received = frames_received.clone();
         let socketio = a.socketio;
         clients.push(tokio::spawn(async move {
-            let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.expect("connect");
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(client_config()), false)
+                .await
+                .expect("connect");
             if socketio {
                 ws.send(Message::Text("40".into())).await.unwrap(); // join the default namespace
             } else {
@@ -225,30 +252,33 @@ async fn main() {
             while terminal.len() < expected {
                 let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, ws.next()).await else { break };
                 let Message::Text(text) = message else { continue };
-                // The clients share the machine with the server: parse only
-                // what is measured, so the client side is not the bottleneck.
-                let (frame, payload) = match split(&text) {
-                    Frame::Ping => {
-                        let _ = ws.send(Message::Text("3".into())).await;
-                        continue;
-                    }
-                    other => (other, &text.as_str()[payload_start(&text)..]),
-                };
-                match frame {
-                    Frame::Ready => {
-                        let _ = ready.send(()).await;
-                    }
-                    Frame::Event { terminal: is_terminal } => {
-                        delivered.fetch_add(1, Ordering::Relaxed);
-                        if is_terminal {
-                            let received = SystemTime::now();
-                            let m: Value = serde_json::from_str(payload.trim_end_matches(']')).unwrap();
-                            let at = humantime::parse_rfc3339(m["at"].as_str().unwrap()).unwrap();
-                            let latency = received.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0;
-                            terminal.insert(m["operation"]["id"].as_str().unwrap().to_owned(), latency);
+                frames_received.fetch_add(1, Ordering::Relaxed);
+                for text in text.as_str().split('\n') {
+                    // The clients share the machine with the server: parse only
+                    // what is measured, so the client side is not the bottleneck.
+                    let (frame, payload) = match split(text) {
+                        Frame::Ping => {
+                            let _ = ws.send(Message::Text("3".into())).await;
+                            continue;
                         }
+                        other => (other, &text[payload_start(text)..]),
+                    };
+                    match frame {
+                        Frame::Ready => {
+                            let _ = ready.send(()).await;
+                        }
+                        Frame::Event { terminal: is_terminal } => {
+                            delivered.fetch_add(1, Ordering::Relaxed);
+                            if is_terminal {
+                                let received = SystemTime::now();
+                                let (at, id) = terminal_fields(payload);
+                                let at = humantime::parse_rfc3339(at).unwrap();
+                                let latency = received.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0;
+                                terminal.insert(id.to_owned(), latency);
+                            }
+                        }
+                        Frame::Ping | Frame::Other => {}
                     }
-                    Frame::Ping | Frame::Other => {}
                 }
             }
             terminal
@@ -319,6 +349,7 @@ async fn main() {
         "terminal_latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99),
                                 "max": latencies.last().copied().unwrap_or(f64::NAN)},
         "events_delivered": events,
+        "websocket_frames": frames_received.load(Ordering::Relaxed),
         "run_seconds": elapsed,
         "events_per_second": events as f64 / elapsed,
         "server_cpu_seconds": cpu,

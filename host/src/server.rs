@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -121,6 +122,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let app = router(state);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
+        // Pushed events are small writes that must leave at once: with Nagle's
+        // algorithm a write waits for the ack of the previous one, which a
+        // peer may delay by up to 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await?;
         engine.shutdown().await;
         drop(engine);

@@ -3,6 +3,7 @@
 //! for wasm32-wasip2 by opal-host's build script), real HTTP and WebSocket
 //! clients, and bounded waits that fail with a message instead of hanging.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -129,6 +130,14 @@ impl TestServer {
     pub async fn ws(&self) -> WsClient {
         WsClient::connect(&format!("{}/api/v1/ws", self.base.replacen("http", "ws", 1))).await
     }
+
+    /// A WebSocket client connected with `?batch=true`, after its `hello`.
+    pub async fn ws_batched(&self) -> WsClient {
+        let mut client =
+            WsClient::connect(&format!("{}/api/v1/ws?batch=true", self.base.replacen("http", "ws", 1))).await;
+        client.batched = true;
+        client
+    }
 }
 
 async fn reply(response: reqwest::Response) -> Reply {
@@ -142,6 +151,10 @@ async fn reply(response: reqwest::Response) -> Reply {
 /// A real WebSocket client speaking Opal's protocol.
 pub struct WsClient {
     stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Connected with `?batch=true`: a frame may carry several messages.
+    batched: bool,
+    /// Messages of the last frame not yet returned by `recv`.
+    pending: VecDeque<Value>,
 }
 
 impl WsClient {
@@ -160,7 +173,8 @@ impl WsClient {
     }
 
     async fn greeted(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
-        let mut client = WsClient { stream };
+        let batched = false;
+        let mut client = WsClient { stream, batched, pending: VecDeque::new() };
         let hello = client.recv().await;
         assert_eq!(hello["type"], "hello", "{hello}");
         assert_eq!(hello["protocol"], 1, "{hello}");
@@ -182,8 +196,22 @@ impl WsClient {
         self.stream.send(Message::Text(text.into())).await.expect("ws send");
     }
 
-    /// The next JSON text message (bounded by [`WAIT`]).
+    /// The next JSON message (bounded by [`WAIT`]), checked against
+    /// `docs/schemas/ws-server.json`.
     pub async fn recv(&mut self) -> Value {
+        if let Some(message) = self.pending.pop_front() {
+            return message;
+        }
+        let mut frame = self.recv_frame().await.into_iter();
+        let first = frame.next().expect("a frame holds at least one message");
+        self.pending.extend(frame);
+        first
+    }
+
+    /// Every message of the next text frame: exactly one unless the client
+    /// connected with `?batch=true`, where messages are one per line.
+    pub async fn recv_frame(&mut self) -> Vec<Value> {
+        assert!(self.pending.is_empty(), "messages of the last frame are unread");
         loop {
             let message = tokio::time::timeout(WAIT, self.stream.next())
                 .await
@@ -192,7 +220,16 @@ impl WsClient {
                 .expect("a valid frame");
             match message {
                 Message::Text(text) => {
-                    return serde_json::from_str(&text).expect("JSON text frame");
+                    let lines: Vec<&str> = text.split('\n').collect();
+                    assert!(self.batched || lines.len() == 1, "several messages in one frame without ?batch: {text}");
+                    return lines
+                        .into_iter()
+                        .map(|line| {
+                            let message = serde_json::from_str(line).expect("one JSON message per line");
+                            check_server_message(&message);
+                            message
+                        })
+                        .collect();
                 }
                 Message::Close(frame) => panic!("socket closed: {frame:?}"),
                 _ => continue,

@@ -23,7 +23,7 @@ use crate::hub::Principal;
 use crate::registry::{PluginSummary, Registry};
 use crate::schedule::Schedules;
 use crate::status::{StatusSources, SystemStatus};
-use crate::ws::SocketContext;
+use crate::ws::{Framing, SocketContext};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -74,14 +74,28 @@ async fn get_plugin(State(app): State<AppState>, Path(name): Path<String>) -> Re
         .ok_or_else(|| ApiError::NotFound(format!("no plugin named {name:?}")))
 }
 
-async fn websocket(State(app): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade
+/// `GET /api/v1/ws` query parameters.
+#[derive(serde::Deserialize)]
+struct WsQuery {
+    /// True: the client takes several messages per text frame, one per line.
+    #[serde(default)]
+    batch: bool,
+}
+
+async fn websocket(
+    State(app): State<AppState>,
+    query: Result<axum::extract::Query<WsQuery>, axum::extract::rejection::QueryRejection>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|e| ApiError::field("batch", e.body_text()))?;
+    let framing = if query.batch { Framing::Lines } else { Framing::OnePerFrame };
+    Ok(upgrade
         .max_message_size(crate::ws::MAX_FRAME)
         // Clients send little; a small read buffer is what keeps an idle
         // connection cheap (the default is 128 KiB per socket).
         .read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
-        .on_upgrade(move |socket| crate::ws::serve(socket, app.sockets, Principal::Anonymous))
+        .on_upgrade(move |socket| crate::ws::serve(socket, app.sockets, Principal::Anonymous, framing)))
 }
 
 #[derive(serde::Serialize)]

@@ -73,9 +73,14 @@ pub(super) async fn run(
         panic.observe(&line);
         let _ = store.enqueue(log(&op, line)).await;
     }
+    // A completed run's terminal event carries its final state, so a pending
+    // progress update would only repeat it; a failed or cancelled run's last
+    // progress is kept, as it says how far the run got.
     if let Some(live) = throttle.flush() {
         apply(&mut op, live);
-        let _ = store.enqueue(progress(&op)).await;
+        if !matches!(result, Ok(RunOutput::Completed { .. })) {
+            let _ = store.enqueue(progress(&op)).await;
+        }
     }
 
     let by = switch.by.lock().expect("cancel switch poisoned").clone();

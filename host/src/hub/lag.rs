@@ -12,9 +12,9 @@
 use std::collections::{HashMap, VecDeque};
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::queue::{self, Frames};
 use crate::model::{Event, EventKind, OperationId, Seq};
 
 /// Most events a lagging connection may have waiting, after coalescing.
@@ -69,30 +69,32 @@ impl Lag {
         self.system = Some(frame);
     }
 
-    /// Moves what fits into `queue`; true once the backlog is empty.
-    pub(super) fn drain_into(&mut self, queue: &mpsc::Sender<Utf8Bytes>) -> bool {
-        while let Some(event) = self.pending.front() {
-            if self.stale(event) {
-                self.pending.pop_front();
+    /// Moves what fits into `queue`, as one run; true once the backlog is empty.
+    pub(super) fn drain_into(&mut self, queue: &queue::Sender) -> bool {
+        let room = queue.room();
+        if room == 0 {
+            return false;
+        }
+        let mut frames = Vec::new();
+        while frames.len() < room
+            && let Some(event) = self.pending.pop_front()
+        {
+            if self.stale(&event) {
                 continue;
             }
-            if queue.try_send(event.frame.clone()).is_err() {
-                return false;
-            }
-            let event = self.pending.pop_front().expect("front exists");
             if event.kind == EventKind::Progress {
                 self.latest_progress.remove(&event.op_id);
             }
+            frames.push(event.frame);
         }
-        if let Some(frame) = self.system.take()
-            && let Err(e) = queue.try_send(frame)
-        {
-            self.system = Some(match e {
-                mpsc::error::TrySendError::Full(f) | mpsc::error::TrySendError::Closed(f) => f,
-            });
-            return false;
+        let drained = self.pending.is_empty();
+        if drained && frames.len() < room {
+            frames.extend(self.system.take());
         }
-        true
+        if frames.is_empty() {
+            return drained;
+        }
+        queue.try_send(Frames::new(frames)).is_ok() && drained && self.system.is_none()
     }
 }
 
@@ -114,11 +116,11 @@ mod tests {
     }
 
     fn drained(lag: &mut Lag) -> Vec<String> {
-        let (tx, mut rx) = mpsc::channel(100);
+        let (tx, mut rx) = queue::bounded(100);
         assert!(lag.drain_into(&tx));
         let mut out = Vec::new();
-        while let Ok(frame) = rx.try_recv() {
-            out.push(frame.to_string());
+        while let Some(frames) = rx.try_recv() {
+            out.extend(frames.iter().map(ToString::to_string));
         }
         out
     }

@@ -15,6 +15,7 @@
 
 mod auth;
 mod lag;
+mod queue;
 mod resume;
 mod snapshot;
 mod topic;
@@ -25,16 +26,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
 
 pub use auth::{AllowAll, Authorize, Principal};
 pub use lag::LAG_CAP;
+pub use queue::{Frames, Receiver};
 pub use resume::Resumed;
 pub use topic::{EventKey, Topic, UnknownTopic};
 
 use crate::model::{Event, Operation, OperationId, Seq};
 use crate::store::Publish;
 use lag::{Backlog, Lag};
+use queue::Refused;
 
 /// Terminal operations kept in memory for snapshots.
 pub const RECENT_TERMINAL: usize = 100;
@@ -44,7 +46,8 @@ pub const CLOSE_LAGGING: u16 = 4008;
 /// Hub settings.
 #[derive(Debug, Clone)]
 pub struct HubConfig {
-    /// Frames queued per connection before it counts as lagging.
+    /// Frames queued per connection before it counts as lagging (one
+    /// committed batch that finds the queue empty is always taken).
     pub queue: usize,
     /// Recent events kept in memory for resumes.
     pub ring: usize,
@@ -88,7 +91,7 @@ struct State {
 
 struct Subscriber {
     topics: HashSet<Topic>,
-    queue: mpsc::Sender<Utf8Bytes>,
+    queue: queue::Sender,
     lag: Option<Lag>,
     /// Mirrors `lag.is_some()` for the socket task, which checks it after
     /// every batch it writes: an atomic, so that check never takes the lock.
@@ -120,41 +123,40 @@ impl Subscriber {
         self.topics.iter().any(|t| t.matches(key))
     }
 
-    /// Queues an event, switching to coalesced delivery when the queue is full.
-    /// Returns false if the connection must be dropped.
-    fn deliver(&mut self, event: &Event, deadline: Duration) -> bool {
-        if let Some(lag) = &mut self.lag {
-            return lag.push(event.clone()) == Backlog::Ok && lag.since.elapsed() < deadline;
+    /// Queues `events` (with their `frames`, shared if already built),
+    /// switching to coalesced delivery when the queue is full. Returns false
+    /// if the connection must be dropped.
+    fn deliver(&mut self, events: &[&Event], frames: Option<Arc<Frames>>, deadline: Duration) -> bool {
+        if events.is_empty() {
+            return true;
         }
-        match self.queue.try_send(event.frame.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let mut lag = Lag::new();
-                lag.push(event.clone());
-                self.lag = Some(lag);
-                self.lagging.store(true, Ordering::Relaxed);
-                true
+        if self.lag.is_none() {
+            let frames = frames.unwrap_or_else(|| Frames::new(events.iter().map(|e| e.frame.clone()).collect()));
+            match self.queue.try_send(frames) {
+                Ok(()) => return true,
+                Err(Refused::Closed) => return false,
+                Err(Refused::Full) => self.start_lagging(),
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+        let lag = self.lag.as_mut().expect("lagging");
+        events.iter().all(|e| lag.push((*e).clone()) == Backlog::Ok) && lag.since.elapsed() < deadline
     }
 
     fn deliver_frame(&mut self, frame: Utf8Bytes) -> bool {
-        if let Some(lag) = &mut self.lag {
-            lag.push_system(frame);
-            return true;
-        }
-        match self.queue.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(frame)) => {
-                let mut lag = Lag::new();
-                lag.push_system(frame);
-                self.lag = Some(lag);
-                self.lagging.store(true, Ordering::Relaxed);
-                true
+        if self.lag.is_none() {
+            match self.queue.try_send(Frames::one(frame.clone())) {
+                Ok(()) => return true,
+                Err(Refused::Closed) => return false,
+                Err(Refused::Full) => self.start_lagging(),
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
+        self.lag.as_mut().expect("lagging").push_system(frame);
+        true
+    }
+
+    fn start_lagging(&mut self) {
+        self.lag = Some(Lag::new());
+        self.lagging.store(true, Ordering::Relaxed);
     }
 }
 
@@ -180,8 +182,8 @@ impl Hub {
     }
 
     /// Registers a connection; frames for it arrive on the returned receiver.
-    pub fn connect(self: &Arc<Self>) -> (Connection, mpsc::Receiver<Utf8Bytes>) {
-        let (queue, frames) = mpsc::channel(self.config.queue);
+    pub fn connect(self: &Arc<Self>) -> (Connection, Receiver) {
+        let (queue, frames) = queue::bounded(self.config.queue);
         let closed = Arc::new(AtomicU16::new(0));
         let lagging = Arc::new(AtomicBool::new(false));
         let mut state = self.lock();
@@ -256,25 +258,36 @@ impl Publish for Hub {
     fn publish(&self, events: Vec<Event>) {
         let mut state = self.lock();
         let deadline = self.config.lag_deadline;
-        let mut dropped = Vec::new();
-        for event in events {
+        for event in &events {
             state.last_seq = event.seq;
             if let Some(op) = &event.operation {
                 state.remember(op.clone());
             }
-            let matching = key(&event);
-            for (id, subscriber) in &mut state.connections {
-                if subscriber.wants(&matching) && !subscriber.deliver(&event, deadline) {
-                    dropped.push(*id);
-                }
+        }
+        // A connection that wants every event of the batch gets the run every
+        // such connection gets; one that wants some gets a run of its own.
+        let keys: Vec<EventKey<'_>> = events.iter().map(key).collect();
+        let mut everything: Option<Arc<Frames>> = None;
+        let mut dropped = Vec::new();
+        let mut wanted = Vec::with_capacity(events.len());
+        for (id, subscriber) in &mut state.connections {
+            wanted.clear();
+            wanted.extend(events.iter().zip(&keys).filter(|(_, k)| subscriber.wants(k)).map(|(e, _)| e));
+            let shared = (!wanted.is_empty() && wanted.len() == events.len()).then(|| {
+                everything.get_or_insert_with(|| Frames::new(events.iter().map(|e| e.frame.clone()).collect())).clone()
+            });
+            if !subscriber.deliver(&wanted, shared, deadline) {
+                dropped.push(*id);
             }
+        }
+        drop(keys);
+        state.drop_connections(dropped, CLOSE_LAGGING);
+        for event in events {
             if state.ring.len() >= self.config.ring {
                 state.ring.pop_front();
             }
             state.ring.push_back(event);
         }
-        dropped.dedup();
-        state.drop_connections(dropped, CLOSE_LAGGING);
     }
 }
 

@@ -85,16 +85,14 @@ impl Connection {
         let deadline = self.hub.config.lag_deadline;
         let Some(subscriber) = state.connections.get_mut(&self.id) else { return Resumed::Reset };
         let new: Vec<Topic> = topics.iter().filter(|t| !subscriber.topics.contains(*t)).cloned().collect();
-        let mut count = 0;
-        let mut ok = true;
-        for event in events {
-            let key = key(&event);
-            let already = subscriber.topics.iter().any(|t| t.matches(&key));
-            if !already && new.iter().any(|t| t.matches(&key)) {
-                count += 1;
-                ok &= subscriber.deliver(&event, deadline);
-            }
-        }
+        let missed: Vec<Event> = events
+            .filter(|event| {
+                let key = key(event);
+                !subscriber.topics.iter().any(|t| t.matches(&key)) && new.iter().any(|t| t.matches(&key))
+            })
+            .collect();
+        let count = missed.len();
+        let mut ok = subscriber.deliver(&missed.iter().collect::<Vec<_>>(), None, deadline);
         subscriber.topics.extend(new);
         let names: Vec<String> = topics.iter().map(ToString::to_string).collect();
         let resumed =

@@ -4,8 +4,10 @@
 //! subscriptions (through the authorization hook), writes the frames the hub
 //! queues for it, refills the queue from the hub's coalesced backlog when the
 //! connection lags, pings the peer and reaps it when it goes silent. Frames are
-//! the hub's shared bytes; nothing is re-serialized per client. The protocol
-//! is in `docs/protocol.md`.
+//! the hub's shared bytes; nothing is re-serialized per client. A client that
+//! asks for it ([`Framing::Lines`]) gets each queued run as one text frame,
+//! the same joined bytes as every other such client. The protocol is in
+//! `docs/protocol.md`.
 
 mod protocol;
 
@@ -17,7 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{Authorize, CLOSE_LAGGING, Connection, Hub, Principal, Topic};
+use crate::hub::{Authorize, CLOSE_LAGGING, Connection, Frames, Hub, Principal, Receiver, Topic};
 use crate::model::Operation;
 use crate::store::Store;
 pub use protocol::PROTOCOL;
@@ -74,8 +76,17 @@ pub struct SocketContext {
     pub shutdown: CancellationToken,
 }
 
+/// How messages map to WebSocket frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One message per text frame (the default).
+    OnePerFrame,
+    /// Several messages per text frame, one per line (`?batch=true`).
+    Lines,
+}
+
 /// Serves one upgraded socket until either side closes it.
-pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal) {
+pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal, framing: Framing) {
     let (connection, mut frames) = cx.hub.connect();
     let (mut sink, mut stream) = socket.split();
     let send_timeout = cx.config.send_timeout;
@@ -95,7 +106,7 @@ pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal) {
                 Some(frame) => {
                     // Write what is queued as one batch and flush once: one
                     // syscall for many frames when events come thick and fast.
-                    if !write_batch(&mut sink, frame, &mut frames, send_timeout).await {
+                    if !write_batch(&mut sink, frame, &mut frames, framing, send_timeout).await {
                         break (CLOSE_LAGGING, "stalled");
                     }
                     if frames.is_empty() && connection.lagging() {
@@ -148,23 +159,29 @@ pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal) {
     let _ = send(&mut sink, Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
 }
 
-/// Frames written before one flush, at most.
+/// Runs written before one flush, at most.
 const BATCH: usize = 64;
 
-/// Feeds `first` and whatever else is queued (up to [`BATCH`]) and flushes
-/// once, within `limit`. False if the peer did not take them in time.
+/// Writes `first` and whatever else is queued (up to [`BATCH`] runs) and
+/// flushes once, within `limit`. False if the peer did not take them in time.
 async fn write_batch(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    first: Utf8Bytes,
-    frames: &mut tokio::sync::mpsc::Receiver<Utf8Bytes>,
+    first: Arc<Frames>,
+    queue: &mut Receiver,
+    framing: Framing,
     limit: Duration,
 ) -> bool {
     let write = async {
-        sink.feed(Message::Text(first)).await?;
-        for _ in 1..BATCH {
-            match frames.try_recv() {
-                Ok(frame) => sink.feed(Message::Text(frame)).await?,
-                Err(_) => break,
+        let mut next = Some(first);
+        for _ in 0..BATCH {
+            let Some(run) = next.take().or_else(|| queue.try_recv()) else { break };
+            match framing {
+                Framing::Lines => sink.feed(Message::Text(run.joined().clone())).await?,
+                Framing::OnePerFrame => {
+                    for frame in run.iter() {
+                        sink.feed(Message::Text(frame.clone())).await?;
+                    }
+                }
             }
         }
         sink.flush().await
