@@ -17,11 +17,13 @@
 //! | [`ws`] | the WebSocket protocol, heartbeats |
 //! | [`status`] | system figures and the `system.status` broadcast |
 //! | [`api`] | the HTTP API |
+//! | [`dashboard`] | the embedded web dashboard served at `/` |
 //! | [`server`] | assembling and stopping all of the above |
 
 pub mod api;
 pub mod bundled;
 pub mod config;
+pub mod dashboard;
 pub mod engine;
 pub mod hub;
 pub mod model;

@@ -1,5 +1,7 @@
 //! `api`: the HTTP surface. `router()` builds the whole axum app, so tests can
-//! drive it with `oneshot` or serve it on `127.0.0.1:0`.
+//! drive it with `oneshot` or serve it on `127.0.0.1:0`. It also mounts the
+//! dashboard's static routes (`/`, `/assets/...`), which the `dashboard`
+//! module owns.
 //!
 //! Handlers parse and map; decisions belong to the engine. Errors are mapped
 //! to problem+json in `problem`, and nowhere else.
@@ -54,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/{name}", get(get_plugin))
         .route("/api/v1/ws", get(websocket))
+        .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .with_state(state)
 }

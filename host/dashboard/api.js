@@ -1,0 +1,48 @@
+// The HTTP API (docs/protocol.md), as the page uses it. Every call resolves
+// to `{ok, status, body}`; a network failure is status 0 with a problem body,
+// so callers handle one shape.
+
+const BASE = "/api/v1";
+
+async function call(method, path, body) {
+  const init = { method, headers: { accept: "application/json, application/problem+json" } };
+  if (body !== undefined) {
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  let response;
+  try {
+    response = await fetch(BASE + path, init);
+  } catch (error) {
+    return { ok: false, status: 0, body: { title: "Network error", detail: "the server cannot be reached" } };
+  }
+  let parsed = null;
+  const text = await response.text();
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    parsed = { title: response.statusText, detail: text.slice(0, 200) };
+  }
+  return { ok: response.ok, status: response.status, body: parsed };
+}
+
+export const api = {
+  plugins: () => call("GET", "/plugins"),
+  status: () => call("GET", "/status"),
+  operation: (id) => call("GET", `/operations/${encodeURIComponent(id)}`),
+  events: (id, since = 0) => call("GET", `/operations/${encodeURIComponent(id)}/events?since=${since}`),
+  /** A page of operations, newest first; `query` holds status, type, target, cursor, limit. */
+  list: (query) => {
+    const params = new URLSearchParams();
+    for (const [key, value] of Object.entries(query)) if (value) params.set(key, value);
+    return call("GET", `/operations?${params}`);
+  },
+  start: (type, target, params) => call("POST", "/operations", { type, target, params }),
+  cancel: (id) => call("POST", `/operations/${encodeURIComponent(id)}/cancel`),
+};
+
+/** One sentence for a failed call. */
+export function problemText(reply) {
+  const body = reply.body ?? {};
+  return body.detail || body.title || `HTTP ${reply.status}`;
+}
