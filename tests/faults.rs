@@ -17,8 +17,11 @@ async fn faulty_server(dir: &std::path::Path) -> TestServer {
 async fn each_fault_fails_only_its_own_operation_with_a_specific_error() {
     let dir = tempfile::tempdir().unwrap();
     let server = faulty_server(dir.path()).await;
-    // An ordinary operation runs through all of it.
-    let ordinary = server.start_demo("bystander", json!({"steps": 20, "step_ms": 100})).await;
+    // Ten ordinary operations run through all of it.
+    let mut ordinary = Vec::new();
+    for i in 0..10 {
+        ordinary.push(server.start_demo(&format!("bystander-{i}"), json!({"steps": 20, "step_ms": 100})).await);
+    }
 
     let cases = [
         ("spin", "timeout", "did not finish within 1500 ms"),
@@ -26,6 +29,7 @@ async fn each_fault_fails_only_its_own_operation_with_a_specific_error() {
         ("trap", "trap", "crashed: wasm trap: wasm `unreachable` instruction executed"),
         ("panic", "panic", "plugin panicked: the disk is on fire"),
         ("memory", "memory_limit", "exceeded its memory limit of 16 MiB"),
+        ("recurse", "trap", "crashed: stack overflow: "),
     ];
     let mut ids = Vec::new();
     for (mode, _, _) in &cases {
@@ -43,8 +47,10 @@ async fn each_fault_fails_only_its_own_operation_with_a_specific_error() {
         assert!(message.contains(words), "{mode}: {message:?} should say {words:?}");
     }
 
-    let bystander = server.wait_terminal(&ordinary).await;
-    assert_eq!(bystander["status"], "completed", "{bystander}");
+    for id in &ordinary {
+        let bystander = server.wait_terminal(id).await;
+        assert_eq!(bystander["status"], "completed", "{bystander}");
+    }
     // And the host still starts plugins afterwards.
     let reply = server
         .post("/api/v1/operations", &json!({"type": "faulty", "target": "x", "params": {"mode": "succeed"}}))

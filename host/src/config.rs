@@ -14,6 +14,8 @@
 //! timeout_ms = 1800000         # overrides the plugin's default
 //! max_concurrent = 2
 //! exclusivity_group = "server" # overrides the plugin's declaration
+//! memory_mib = 256             # this plugin's memory cap (default: memory_limit_mib)
+//! max_log_mib = 64             # log kept per run (default: max_log_mib)
 //! ```
 
 use std::collections::BTreeMap;
@@ -43,6 +45,10 @@ pub struct ServerConfig {
     pub cancel_grace: Duration,
     /// Linear memory cap per plugin instance, in bytes.
     pub memory_limit: usize,
+    /// Log bytes kept per run; later lines are dropped after a marker.
+    pub log_limit: usize,
+    /// Wasm stack per plugin instance, in bytes.
+    pub max_wasm_stack: usize,
     /// Most plugin instances alive at once (runs plus validations).
     pub max_instances: u32,
     /// Most operations running at once; the rest wait, `pending`, in FIFO order.
@@ -72,7 +78,27 @@ pub struct TypePolicy {
     pub max_concurrent: Option<usize>,
     /// Replaces the plugin's exclusivity group.
     pub exclusivity_group: Option<String>,
+    /// This plugin's linear memory cap, in MiB.
+    pub memory_mib: Option<usize>,
+    /// Log kept per run of this plugin, in MiB.
+    pub max_log_mib: Option<usize>,
 }
+
+impl TypePolicy {
+    /// This plugin's memory cap, in bytes, if the operator set one.
+    pub fn memory_limit(&self) -> Option<usize> {
+        self.memory_mib.map(|mib| mib * MIB)
+    }
+
+    /// This plugin's log limit per run, in bytes, if the operator set one.
+    pub fn log_limit(&self) -> Option<usize> {
+        self.max_log_mib.map(|mib| mib * MIB)
+    }
+}
+
+const MIB: usize = 1024 * 1024;
+/// The largest memory cap the config may set, in MiB.
+const MAX_MEMORY_MIB: usize = 4096;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -83,7 +109,9 @@ impl Default for ServerConfig {
             bundled_plugins: true,
             progress_window: Duration::from_millis(500),
             cancel_grace: Duration::from_secs(5),
-            memory_limit: 64 * 1024 * 1024,
+            memory_limit: 64 * MIB,
+            log_limit: 16 * MIB,
+            max_wasm_stack: MIB,
             max_instances: 256,
             max_concurrent: 64,
             retention: Duration::from_secs(30 * 24 * 3600),
@@ -122,6 +150,8 @@ struct ConfigFile {
     progress_window_ms: Option<u64>,
     cancel_grace_ms: Option<u64>,
     memory_limit_mib: Option<usize>,
+    max_log_mib: Option<usize>,
+    max_wasm_stack_kib: Option<usize>,
     max_instances: Option<u32>,
     max_concurrent: Option<usize>,
     retention_days: Option<u64>,
@@ -161,8 +191,24 @@ impl ServerConfig {
         if let Some(ms) = file.cancel_grace_ms {
             config.cancel_grace = Duration::from_millis(ms);
         }
+        let memory_mib = |what: &str, mib: usize| {
+            if (1..=MAX_MEMORY_MIB).contains(&mib) {
+                Ok(mib * MIB)
+            } else {
+                Err(ConfigError::Value(name.clone(), format!("{what} must be 1 to {MAX_MEMORY_MIB}")))
+            }
+        };
         if let Some(mib) = file.memory_limit_mib {
-            config.memory_limit = positive("memory_limit_mib", mib as u64)? as usize * 1024 * 1024;
+            config.memory_limit = memory_mib("memory_limit_mib", mib)?;
+        }
+        if let Some(mib) = file.max_log_mib {
+            config.log_limit = positive("max_log_mib", mib as u64)? as usize * MIB;
+        }
+        if let Some(kib) = file.max_wasm_stack_kib {
+            if !(64..=64 * 1024).contains(&kib) {
+                return Err(ConfigError::Value(name.clone(), "max_wasm_stack_kib must be 64 to 65536".into()));
+            }
+            config.max_wasm_stack = kib * 1024;
         }
         if let Some(n) = file.max_instances {
             config.max_instances = positive("max_instances", u64::from(n))? as u32;
@@ -192,9 +238,20 @@ impl ServerConfig {
             if policy.timeout == Some(Duration::ZERO) {
                 return Err(ConfigError::Value(name.clone(), format!("types.{name_}.timeout_ms must be at least 1")));
             }
+            if let Some(mib) = policy.memory_mib {
+                memory_mib(&format!("types.{name_}.memory_mib"), mib)?;
+            }
+            if policy.max_log_mib == Some(0) {
+                return Err(ConfigError::Value(name.clone(), format!("types.{name_}.max_log_mib must be at least 1")));
+            }
         }
         config.types = file.types;
         Ok(config)
+    }
+
+    /// The largest memory cap of any plugin: the default or an override.
+    pub fn max_memory_limit(&self) -> usize {
+        self.types.values().filter_map(TypePolicy::memory_limit).fold(self.memory_limit, usize::max)
     }
 
     /// The operator's policy for `op_type` (empty if none).
@@ -248,5 +305,24 @@ mod tests {
         assert!(err.contains("timeout"), "{err}");
         let err = parse("max_concurrent = \"two\"").unwrap_err().to_string();
         assert!(err.contains("max_concurrent"), "{err}");
+        let err = parse("[types.demo]\nmemory_mib = 5000").unwrap_err().to_string();
+        assert!(err.contains("types.demo.memory_mib must be 1 to 4096"), "{err}");
+        let err = parse("[types.demo]\nmax_log_mib = 0").unwrap_err().to_string();
+        assert!(err.contains("types.demo.max_log_mib must be at least 1"), "{err}");
+        let err = parse("max_wasm_stack_kib = 8").unwrap_err().to_string();
+        assert!(err.contains("max_wasm_stack_kib must be 64 to 65536"), "{err}");
+    }
+
+    #[test]
+    fn limits_per_plugin_override_the_defaults_and_size_the_pool() {
+        let config =
+            parse("memory_limit_mib = 32\nmax_log_mib = 4\n[types.big]\nmemory_mib = 512\nmax_log_mib = 1").unwrap();
+        assert_eq!(config.memory_limit, 32 * MIB);
+        assert_eq!(config.log_limit, 4 * MIB);
+        assert_eq!(config.policy("big").memory_limit(), Some(512 * MIB));
+        assert_eq!(config.policy("big").log_limit(), Some(MIB));
+        assert_eq!(config.policy("small").memory_limit(), None);
+        assert_eq!(config.max_memory_limit(), 512 * MIB, "a pool slot fits the largest cap");
+        assert_eq!(ServerConfig::default().max_memory_limit(), 64 * MIB);
     }
 }

@@ -80,6 +80,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let sandbox = Sandbox::new(SandboxConfig {
         cache_dir: config.data_dir.join("cache"),
         memory_limit: config.memory_limit,
+        max_memory_limit: config.max_memory_limit(),
+        log_limit: config.log_limit,
+        max_wasm_stack: config.max_wasm_stack,
         max_instances: config.max_instances,
     })?;
     let bundled: &[(&str, &'static [u8])] = if config.bundled_plugins { crate::bundled::BUNDLED } else { &[] };

@@ -3,7 +3,14 @@
 use opal_host::sandbox::{Sandbox, SandboxConfig, SandboxError};
 
 fn config(dir: &std::path::Path) -> SandboxConfig {
-    SandboxConfig { cache_dir: dir.join("cache"), memory_limit: 64 << 20, max_instances: 4 }
+    SandboxConfig {
+        cache_dir: dir.join("cache"),
+        memory_limit: 64 << 20,
+        max_memory_limit: 64 << 20,
+        log_limit: 1 << 20,
+        max_wasm_stack: 1 << 20,
+        max_instances: 4,
+    }
 }
 
 fn cached_files(dir: &std::path::Path) -> Vec<String> {

@@ -6,7 +6,6 @@
 //! transition (which the store publishes only once durable).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
@@ -14,7 +13,7 @@ use super::{CancelSwitch, Inner};
 use crate::model::{EventKind, LogLevel, OpError, Operation, Status, Timestamp};
 use crate::progress::{LiveProgress, ProgressThrottle};
 use crate::registry::Plugin;
-use crate::sandbox::{Fault, LogLine, RunHooks, RunOutput};
+use crate::sandbox::{Fault, LogLine, RunHooks, RunLimits, RunOutput};
 use crate::store::Change;
 
 /// Log lines waiting to be stored, per operation. A plugin that logs faster
@@ -26,7 +25,7 @@ pub(super) async fn run(
     mut op: Operation,
     plugin: Arc<Plugin>,
     switch: &CancelSwitch,
-    timeout: Duration,
+    limits: RunLimits,
 ) {
     let store = &inner.store;
     op.status = Status::Running;
@@ -45,7 +44,7 @@ pub(super) async fn run(
     let (target, params) = (op.target.clone(), op.params.to_string());
 
     let result = {
-        let run = plugin.component.run(&inner.sandbox, &target, &params, hooks, timeout, switch.forced.clone());
+        let run = plugin.component.run(&inner.sandbox, &target, &params, hooks, limits, switch.forced.clone());
         tokio::pin!(run);
         loop {
             tokio::select! {

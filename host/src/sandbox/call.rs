@@ -19,7 +19,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtxBuilder;
 
 use super::bindings::opal::plugin::types as wit;
-use super::host::{HostState, RunHooks};
+use super::host::{HostState, LogBudget, RunHooks, capped, details_value};
 use super::stdio::LogStream;
 use super::{Component, Sandbox};
 use crate::model::LogLevel;
@@ -46,6 +46,17 @@ pub enum Fault {
     /// It could not be instantiated (e.g. the instance pool is exhausted).
     #[error("could not be started: {0}")]
     Instantiate(String),
+}
+
+/// The limits of one run, resolved from the plugin and the operator's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Wall-clock limit.
+    pub timeout: Duration,
+    /// Linear memory cap, in bytes.
+    pub memory: usize,
+    /// Most bytes of log lines kept for the run.
+    pub log_bytes: usize,
 }
 
 /// What `describe` returned.
@@ -90,7 +101,7 @@ pub enum RunOutput {
 impl Component {
     /// Calls `describe`.
     pub async fn describe(&self, sandbox: &Sandbox) -> Result<PluginDescription, Fault> {
-        let mut store = new_store(sandbox, None, QUICK_CALL_LIMIT, None);
+        let mut store = new_store(sandbox, None, quick_limits(sandbox), None);
         let info = call(&mut store, QUICK_CALL_LIMIT, async |store| {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             instance.call_describe(&mut *store).await
@@ -110,7 +121,7 @@ impl Component {
 
     /// Calls `validate`; returns the field errors, empty if the params are fine.
     pub async fn validate(&self, sandbox: &Sandbox, params: &str) -> Result<Vec<(String, String)>, Fault> {
-        let mut store = new_store(sandbox, None, QUICK_CALL_LIMIT, None);
+        let mut store = new_store(sandbox, None, quick_limits(sandbox), None);
         let result = call(&mut store, QUICK_CALL_LIMIT, async |store| {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             instance.call_validate(&mut *store, params).await
@@ -119,7 +130,7 @@ impl Component {
         Ok(result.err().unwrap_or_default().into_iter().map(|e| (e.field, e.message)).collect())
     }
 
-    /// Calls `run` with `hooks` connected, within `timeout`. Setting
+    /// Calls `run` with `hooks` connected, within `limits`. Setting
     /// `force_stop` stops the guest within one epoch tick.
     pub async fn run(
         &self,
@@ -127,44 +138,53 @@ impl Component {
         target: &str,
         params: &str,
         hooks: RunHooks,
-        timeout: Duration,
+        limits: RunLimits,
         force_stop: Arc<AtomicBool>,
     ) -> Result<RunOutput, Fault> {
-        let mut store = new_store(sandbox, Some(hooks), timeout, Some(force_stop));
-        let result = call(&mut store, timeout, async |store| {
+        let mut store = new_store(sandbox, Some(hooks), limits, Some(force_stop));
+        let result = call(&mut store, limits.timeout, async |store| {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             instance.call_run(&mut *store, target, params).await
         })
         .await?;
         Ok(match result {
             Ok(outcome) => RunOutput::Completed {
-                message: outcome.message,
+                message: capped(outcome.message),
                 details: match outcome.details.trim() {
                     "" => None,
-                    text => Some(serde_json::from_str(text).unwrap_or_else(|_| serde_json::json!({ "text": text }))),
+                    text => Some(details_value(text)),
                 },
             },
-            Err(wit::RunError::Failed(message)) => RunOutput::Failed(message),
-            Err(wit::RunError::InvalidParams(errors)) => {
-                RunOutput::InvalidParams(errors.into_iter().map(|e| (e.field, e.message)).collect())
-            }
+            Err(wit::RunError::Failed(message)) => RunOutput::Failed(capped(message)),
+            Err(wit::RunError::InvalidParams(errors)) => RunOutput::InvalidParams(
+                errors.into_iter().take(100).map(|e| (capped(e.field), capped(e.message))).collect(),
+            ),
             Err(wit::RunError::Cancelled) => RunOutput::Cancelled,
         })
     }
 }
 
+/// The limits of `describe` and `validate`.
+fn quick_limits(sandbox: &Sandbox) -> RunLimits {
+    RunLimits { timeout: QUICK_CALL_LIMIT, memory: sandbox.config.memory_limit, log_bytes: 0 }
+}
+
 fn new_store(
     sandbox: &Sandbox,
     hooks: Option<RunHooks>,
-    limit: Duration,
+    limits: RunLimits,
     force_stop: Option<Arc<AtomicBool>>,
 ) -> Store<HostState> {
     let mut wasi = WasiCtxBuilder::new();
+    let budget = LogBudget::new(limits.log_bytes);
     if let Some(hooks) = &hooks {
-        wasi.stdout(LogStream { level: LogLevel::Info, logs: hooks.logs.clone() });
-        wasi.stderr(LogStream { level: LogLevel::Warn, logs: hooks.logs.clone() });
+        let stream = |level| LogStream { level, logs: hooks.logs.clone(), budget: budget.clone() };
+        wasi.stdout(stream(LogLevel::Info));
+        wasi.stderr(stream(LogLevel::Warn));
     }
-    let mut store = Store::new(&sandbox.engine, HostState::new(wasi.build(), sandbox.config.memory_limit, hooks));
+    let state = HostState::new(wasi.build(), limits.memory, hooks, budget);
+    let mut store = Store::new(&sandbox.engine, state);
+    let limit = limits.timeout;
     store.limiter(|state| &mut state.memory);
     let deadline = Instant::now() + limit;
     store.set_epoch_deadline(1);
@@ -211,13 +231,30 @@ fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> Fault {
     Fault::Trap(format!("{error:#}"))
 }
 
-/// The trap's own words plus the innermost guest frame, if the backtrace has one.
+/// The trap's own words plus the innermost guest frame, if the backtrace has
+/// one. A backtrace whose innermost frames are all one function is runaway
+/// recursion: said plainly, whether it ran out of wasm stack or out of the
+/// stack the guest keeps in its linear memory (an out-of-bounds access).
 fn trap_text(trap: Trap, error: &wasmtime::Error) -> String {
-    let frame = error
+    let names: Vec<String> = error
         .downcast_ref::<wasmtime::WasmBacktrace>()
-        .and_then(|bt| bt.frames().iter().find_map(|f| f.func_name().map(str::to_owned)));
-    match frame {
+        .map(|bt| {
+            bt.frames()
+                .iter()
+                .filter_map(|f| f.func_name())
+                .map(|n| format!("{:#}", rustc_demangle::demangle(n)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let recursive = names.len() >= RECURSION_FRAMES && names[..RECURSION_FRAMES].iter().all(|n| *n == names[0]);
+    match names.first() {
+        Some(func) if recursive || trap == Trap::StackOverflow => {
+            format!("stack overflow: {trap} in deeply recursive calls (in {func})")
+        }
         Some(func) => format!("{trap} (in {func})"),
         None => trap.to_string(),
     }
 }
+
+/// Innermost frames that, all one function, count as runaway recursion.
+const RECURSION_FRAMES: usize = 16;

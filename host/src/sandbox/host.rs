@@ -5,7 +5,7 @@
 //! `describe` and `validate` there are none and progress calls do nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::{mpsc, watch};
 use wasmtime::ResourceLimiter;
@@ -18,6 +18,9 @@ use crate::progress::LiveProgress;
 
 /// Longest message or log line kept, in bytes; longer ones are cut with a marker.
 const MAX_TEXT: usize = 4096;
+/// Largest `details` document kept, in bytes of JSON; a larger one is
+/// replaced by a marker that says how large it was.
+pub const MAX_DETAILS: usize = 64 * 1024;
 
 /// A line for the operation's log, from `progress.log` or the plugin's stdio.
 #[derive(Debug, Clone)]
@@ -39,6 +42,45 @@ pub struct RunHooks {
     pub logs: mpsc::Sender<LogLine>,
     /// Set when someone asks to cancel; `progress.cancelled()` reads it.
     pub cancel: Arc<AtomicBool>,
+}
+
+/// How many bytes of log one run may still write. The line that would pass
+/// the limit is replaced by a marker saying so; every later line is dropped
+/// (the plugin is not slowed or failed for it).
+#[derive(Debug)]
+pub(super) struct LogBudget {
+    left: AtomicUsize,
+    limit: usize,
+}
+
+/// Sentinel for "the marker has been written".
+const SPENT: usize = usize::MAX;
+
+impl LogBudget {
+    pub(super) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(LogBudget { left: AtomicUsize::new(limit), limit })
+    }
+
+    /// `line` if it fits, the marker if it is the first that does not, else nothing.
+    pub(super) fn admit(&self, line: LogLine) -> Option<LogLine> {
+        let len = line.message.len();
+        let before = self
+            .left
+            .try_update(Ordering::AcqRel, Ordering::Acquire, |left| match left {
+                SPENT => None,
+                left if left >= len => Some(left - len),
+                _ => Some(SPENT),
+            })
+            .ok()?;
+        if before >= len {
+            return Some(line);
+        }
+        let message = format!(
+            "[log limit reached: this run wrote {} bytes of log, the most it may; later lines are dropped]",
+            self.limit - before
+        );
+        Some(LogLine { level: LogLevel::Warn, message, at: line.at })
+    }
 }
 
 /// Caps a store's linear memory and remembers whether the cap was hit, so a
@@ -68,17 +110,32 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(super) memory: MemoryCap,
     pub(super) hooks: Option<RunHooks>,
+    log_budget: Arc<LogBudget>,
 }
 
 impl HostState {
-    pub(super) fn new(wasi: WasiCtx, memory_limit: usize, hooks: Option<RunHooks>) -> Self {
-        HostState { wasi, table: ResourceTable::new(), memory: MemoryCap { limit: memory_limit, hit: false }, hooks }
+    pub(super) fn new(wasi: WasiCtx, memory_limit: usize, hooks: Option<RunHooks>, log_budget: Arc<LogBudget>) -> Self {
+        let memory = MemoryCap { limit: memory_limit, hit: false };
+        HostState { wasi, table: ResourceTable::new(), memory, hooks, log_budget }
     }
 }
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// A `details` document from its JSON text: an object as it is, anything
+/// else as `{"text": ...}`, and a document over [`MAX_DETAILS`] as a marker.
+pub(super) fn details_value(json: &str) -> serde_json::Value {
+    if json.len() > MAX_DETAILS {
+        let marker = format!("details of {} bytes were dropped: the limit is {MAX_DETAILS} bytes", json.len());
+        return serde_json::json!({ "truncated": marker });
+    }
+    match serde_json::from_str::<serde_json::Value>(json) {
+        Ok(value @ serde_json::Value::Object(_)) => value,
+        _ => serde_json::json!({ "text": capped(json.to_owned()) }),
     }
 }
 
@@ -112,10 +169,7 @@ impl progress::Host for HostState {
 
     fn set_details(&mut self, json: String) {
         if let Some(hooks) = &self.hooks {
-            let details = match serde_json::from_str::<serde_json::Value>(&json) {
-                Ok(value @ serde_json::Value::Object(_)) => value,
-                _ => serde_json::json!({ "text": capped(json) }),
-            };
+            let details = details_value(&json);
             hooks.progress.send_modify(|p| {
                 p.details = Some(details);
                 p.version += 1;
@@ -142,12 +196,44 @@ impl progress::Host for HostState {
                 types::Level::Error => LogLevel::Error,
             };
             let line = LogLine { level, message: capped(message), at: Timestamp::now() };
-            // A closed channel means the run is over; the line has nowhere to go.
-            let _ = hooks.logs.send(line).await;
+            if let Some(line) = self.log_budget.admit(line) {
+                // A closed channel means the run is over; the line has nowhere to go.
+                let _ = hooks.logs.send(line).await;
+            }
         }
     }
 
     fn cancelled(&mut self) -> bool {
         self.hooks.as_ref().is_some_and(|h| h.cancel.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(text: &str) -> LogLine {
+        LogLine { level: LogLevel::Info, message: text.to_owned(), at: Timestamp::now() }
+    }
+
+    #[test]
+    fn the_log_budget_keeps_what_fits_then_one_marker_then_nothing() {
+        let budget = LogBudget::new(10);
+        assert_eq!(budget.admit(line("12345")).unwrap().message, "12345");
+        assert_eq!(budget.admit(line("1234")).unwrap().message, "1234");
+        let marker = budget.admit(line("12")).unwrap();
+        assert_eq!(marker.level, LogLevel::Warn);
+        assert!(marker.message.contains("log limit reached") && marker.message.contains("9 bytes"), "{marker:?}");
+        assert!(budget.admit(line("1")).is_none(), "after the marker, nothing");
+        assert!(budget.admit(line("")).is_none());
+    }
+
+    #[test]
+    fn oversized_details_become_a_marker_and_others_keep_their_shape() {
+        assert_eq!(details_value(r#"{"a":1}"#), serde_json::json!({"a": 1}));
+        assert_eq!(details_value("[1]"), serde_json::json!({"text": "[1]"}));
+        let big = format!(r#"{{"x":"{}"}}"#, "y".repeat(MAX_DETAILS));
+        let marker = details_value(&big);
+        assert!(marker["truncated"].as_str().unwrap().contains(&big.len().to_string()), "{marker}");
     }
 }

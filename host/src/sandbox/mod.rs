@@ -21,8 +21,8 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use call::{Fault, PluginDescription, RunOutput};
-pub use host::{LogLine, RunHooks};
+pub use call::{Fault, PluginDescription, RunLimits, RunOutput};
+pub use host::{LogLine, MAX_DETAILS, RunHooks};
 
 use bindings::OperationPre;
 use host::HostState;
@@ -36,8 +36,15 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct SandboxConfig {
     /// Where compiled components are cached.
     pub cache_dir: PathBuf,
-    /// Linear memory cap per store, in bytes.
+    /// Linear memory cap per store, in bytes, unless the operator sets
+    /// another for a plugin.
     pub memory_limit: usize,
+    /// The largest memory cap any plugin has: the size of a pool slot.
+    pub max_memory_limit: usize,
+    /// Log bytes kept per run, unless the operator sets another for a plugin.
+    pub log_limit: usize,
+    /// Most bytes of wasm stack a guest may use.
+    pub max_wasm_stack: usize,
     /// Most stores alive at once (pooling allocator slots).
     pub max_instances: u32,
 }
@@ -87,11 +94,11 @@ impl Sandbox {
             .total_memories(config.max_instances * 2)
             .total_tables(config.max_instances * 4)
             .total_stacks(config.max_instances)
-            .max_memory_size(config.memory_limit);
+            .max_memory_size(config.max_memory_limit.max(config.memory_limit));
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .epoch_interruption(true)
-            .max_wasm_stack(1 << 20)
+            .max_wasm_stack(config.max_wasm_stack)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(|e| SandboxError::Engine(format!("{e:#}")))?;
 
@@ -124,9 +131,9 @@ impl Sandbox {
         Ok(Component { pre, sha256, from_cache })
     }
 
-    /// The memory cap per store.
-    pub fn memory_limit(&self) -> usize {
-        self.config.memory_limit
+    /// The default limits of a run that may take `timeout`.
+    pub fn default_limits(&self, timeout: Duration) -> RunLimits {
+        RunLimits { timeout, memory: self.config.memory_limit, log_bytes: self.config.log_limit }
     }
 }
 

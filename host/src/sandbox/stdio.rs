@@ -9,7 +9,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use super::host::{LogLine, capped};
+use std::sync::Arc;
+
+use super::host::{LogBudget, LogLine, capped};
 use crate::model::{LogLevel, Timestamp};
 
 /// A partial line longer than this is logged as it is, without waiting for `\n`.
@@ -19,6 +21,7 @@ const MAX_LINE: usize = 8192;
 pub(super) struct LogStream {
     pub(super) level: LogLevel,
     pub(super) logs: mpsc::Sender<LogLine>,
+    pub(super) budget: Arc<LogBudget>,
 }
 
 impl IsTerminal for LogStream {
@@ -29,7 +32,12 @@ impl IsTerminal for LogStream {
 
 impl StdoutStream for LogStream {
     fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
-        Box::new(LineWriter { level: self.level, logs: PollSender::new(self.logs.clone()), pending: Vec::new() })
+        Box::new(LineWriter {
+            level: self.level,
+            logs: PollSender::new(self.logs.clone()),
+            budget: self.budget.clone(),
+            pending: Vec::new(),
+        })
     }
 }
 
@@ -37,6 +45,7 @@ impl StdoutStream for LogStream {
 struct LineWriter {
     level: LogLevel,
     logs: PollSender<LogLine>,
+    budget: Arc<LogBudget>,
     pending: Vec<u8>,
 }
 
@@ -54,9 +63,15 @@ impl LineWriter {
             self.pending.clear();
             return Poll::Ready(Ok(false));
         }
-        let line: Vec<u8> = self.pending.drain(..end).collect();
-        let text = String::from_utf8_lossy(&line).trim_end_matches(['\n', '\r']).to_owned();
-        let _ = self.logs.send_item(LogLine { level: self.level, message: capped(text), at: Timestamp::now() });
+        let text = String::from_utf8_lossy(&self.pending[..end]).trim_end_matches(['\n', '\r']).to_owned();
+        self.pending.drain(..end);
+        match self.budget.admit(LogLine { level: self.level, message: capped(text), at: Timestamp::now() }) {
+            Some(line) => drop(self.logs.send_item(line)),
+            // Over the log limit: the bytes are consumed and the plugin goes on.
+            None => {
+                self.logs.abort_send();
+            }
+        }
         Poll::Ready(Ok(true))
     }
 }

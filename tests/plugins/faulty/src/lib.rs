@@ -1,8 +1,10 @@
 //! `faulty`: a test-only plugin that misbehaves in the way its params ask, so
 //! the tests can show that a bad plugin fails its own operation, clearly, and
-//! nothing else. Its timeout is short to keep those tests quick.
+//! nothing else: the hostile-plugin suite. Its timeout is short to keep those
+//! tests quick (the flooding tests raise it in the server's config).
 
 use std::hint::black_box;
+use std::io::Write;
 use std::time::Duration;
 
 use opal_sdk::{Context, Error, Outcome, Plugin, PluginInfo};
@@ -23,6 +25,17 @@ pub enum Mode {
     Panic,
     /// Allocate until memory runs out.
     Memory,
+    /// Recurse until the stack runs out.
+    Recurse,
+    /// Call `report` 1,000,000 times, then succeed.
+    ReportFlood,
+    /// Write 100 MB of log (stdout, stderr and `log`), then succeed.
+    LogFlood,
+    /// Set 10 MB of details, then succeed.
+    DetailsBomb,
+    /// Try to read a file, read the environment, connect to `address` and
+    /// run a command; succeed with what each attempt gave in the details.
+    Escape,
     /// Behave: succeed at once.
     Succeed,
 }
@@ -32,6 +45,12 @@ pub enum Mode {
 pub struct Params {
     /// What to do.
     pub mode: Mode,
+    /// `escape`: the `host:port` to connect to.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// `escape`: the file to read.
+    #[serde(default)]
+    pub path: Option<String>,
 }
 
 /// The plugin.
@@ -63,10 +82,60 @@ impl Plugin for Faulty {
                     black_box(&hoard);
                 }
             }
+            Mode::Recurse => {
+                black_box(recurse(black_box(0)));
+            }
+            Mode::ReportFlood => {
+                for i in 0..1_000_000u32 {
+                    ctx.progress((i / 10_000) as u8, "flooding");
+                }
+            }
+            Mode::LogFlood => {
+                let line = format!("{}\n", "x".repeat(1023));
+                for i in 0..100_000 {
+                    match i % 3 {
+                        0 => drop(std::io::stdout().write_all(line.as_bytes())),
+                        1 => drop(std::io::stderr().write_all(line.as_bytes())),
+                        _ => ctx.info(&line[..1023]),
+                    }
+                }
+            }
+            Mode::DetailsBomb => ctx.details(&serde_json::json!({ "blob": "x".repeat(10 << 20) })),
+            Mode::Escape => return Ok(escape(&params)),
             Mode::Succeed => {}
         }
         Ok(Outcome::message("behaved"))
     }
+}
+
+/// Each escape attempt and what came of it: `"denied: ..."` or `"allowed: ..."`.
+fn escape(params: &Params) -> Outcome {
+    let said = |r: Result<String, String>| match r {
+        Ok(what) => format!("allowed: {what}"),
+        Err(why) => format!("denied: {why}"),
+    };
+    let path = params.path.as_deref().unwrap_or("/etc/passwd");
+    let file = std::fs::read_to_string(path).map(|t| format!("read {} bytes", t.len())).map_err(|e| e.to_string());
+    let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    let env = if vars.is_empty() { Err("no variables".to_owned()) } else { Ok(vars.join(",")) };
+    let address = params.address.as_deref().unwrap_or("127.0.0.1:9");
+    let socket =
+        std::net::TcpStream::connect(address).map(|_| format!("connected to {address}")).map_err(|e| e.to_string());
+    let command = std::process::Command::new("/bin/sh")
+        .args(["-c", "echo escaped"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .map_err(|e| e.to_string());
+    Outcome::message("tried").with_details(serde_json::json!({
+        "file": said(file), "env": said(env), "socket": said(socket), "command": said(command),
+    }))
+}
+
+/// Recurses with a frame the optimizer cannot remove.
+#[allow(unconditional_recursion)]
+fn recurse(depth: u64) -> u64 {
+    let frame = black_box([depth; 32]);
+    recurse(depth + 1).wrapping_add(frame[depth as usize % 32])
 }
 
 #[cfg(target_family = "wasm")]

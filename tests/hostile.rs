@@ -1,0 +1,118 @@
+//! The hostile-plugin suite, part two: plugins that flood the host (a million
+//! progress reports, 100 MB of log, 10 MB of details) or try to escape the
+//! sandbox without grants. Each is cut down or denied with a clear marker,
+//! ten ordinary operations started at the same time all complete, and the
+//! host's memory stays bounded. (The crashing plugins are in `faults.rs`.)
+//!
+//! This file holds one test, so the process's RSS is this server's alone.
+
+use std::time::Duration;
+
+use opal_tests::{TestServer, plugin_dir};
+use serde_json::{Value, json};
+
+/// The host's resident memory after the suite must stay under this. It holds
+/// the wasm runtime, redb's page cache, and the ordinary runs; the floods'
+/// bytes must not stay (see docs/operations.md, "Plugin limits").
+const RSS_BOUND_MIB: u64 = 256;
+
+fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+async fn start(server: &TestServer, target: &str, params: Value) -> String {
+    let reply = server.post("/api/v1/operations", &json!({"type": "faulty", "target": target, "params": params})).await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_are_cut_down_escapes_are_denied_and_ordinary_operations_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path(), &["faulty"]);
+    let server = TestServer::start_with(dir.path(), |c| {
+        c.plugin_dirs = vec![plugins];
+        c.types.insert(
+            "faulty".into(),
+            opal_host::config::TypePolicy {
+                timeout: Some(Duration::from_secs(60)),
+                max_log_mib: Some(1),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    // Something that must not be reached: a listener the plugin is told to call.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+
+    let targets: Vec<String> = (0..10).map(|i| format!("ordinary-{i}")).collect();
+    let ordinary: Vec<String> = futures_util::future::join_all(
+        targets.iter().map(|t| server.start_demo(t, json!({"steps": 10, "step_ms": 50}))),
+    )
+    .await;
+    let report = start(&server, "report", json!({"mode": "report_flood"})).await;
+    let logs = start(&server, "logs", json!({"mode": "log_flood"})).await;
+    let details = start(&server, "details", json!({"mode": "details_bomb"})).await;
+    let escape = start(&server, "escape", json!({"mode": "escape", "address": address, "path": "/etc/hostname"})).await;
+
+    for id in &ordinary {
+        let op = server.wait_terminal(id).await;
+        assert_eq!(op["status"], "completed", "{op}");
+    }
+
+    // A million reports: the operation completes, and the throttle let through
+    // a handful of progress events, not a million.
+    let op = server.wait_terminal(&report).await;
+    assert_eq!(op["status"], "completed", "{op}");
+    let events = server.get(&format!("/api/v1/operations/{report}/events")).await.body;
+    let progress = events["events"].as_array().unwrap().iter().filter(|e| e["event"] == "operation.progress").count();
+    assert!(progress < 200, "{progress} progress events for a million reports");
+
+    // 100 MB of log: 1 MiB kept (the configured limit), then one marker line.
+    let op = server.wait_terminal(&logs).await;
+    assert_eq!(op["status"], "completed", "{op}");
+    let events = server.get(&format!("/api/v1/operations/{logs}/events")).await.body;
+    let lines: Vec<&Value> =
+        events["events"].as_array().unwrap().iter().filter(|e| e["event"] == "operation.log").collect();
+    let kept: usize = lines.iter().map(|l| l["message"].as_str().unwrap().len()).sum();
+    let last = lines.last().unwrap();
+    assert!(
+        last["message"].as_str().unwrap().starts_with("[log limit reached"),
+        "the last line says the log was cut: {last}"
+    );
+    assert_eq!(last["level"], "warn");
+    assert!(kept <= (1 << 20) + 200, "{kept} bytes of log kept");
+    assert!(kept > (1 << 20) - 2048, "the log is kept up to the limit, not far short of it: {kept}");
+
+    // 10 MB of details: replaced by a marker that says how large they were.
+    let op = server.wait_terminal(&details).await;
+    assert_eq!(op["status"], "completed", "{op}");
+    let marker = op["details"]["truncated"].as_str().unwrap_or_else(|| panic!("a marker: {op}"));
+    assert!(marker.contains("10485") && marker.contains("limit"), "{marker}");
+
+    // No grants: no file, no environment, no socket, no command.
+    let op = server.wait_terminal(&escape).await;
+    assert_eq!(op["status"], "completed", "{op}");
+    for attempt in ["file", "env", "socket", "command"] {
+        let said = op["details"][attempt].as_str().unwrap();
+        assert!(said.starts_with("denied: "), "{attempt} was not denied: {said}");
+    }
+    let reached = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+    assert!(reached.is_err(), "the plugin reached the listener");
+
+    // The host still runs plugins, and its memory is bounded.
+    let after = start(&server, "after", json!({"mode": "succeed"})).await;
+    assert_eq!(server.wait_terminal(&after).await["status"], "completed");
+    let rss = rss_mib();
+    assert!(rss < RSS_BOUND_MIB, "the host holds {rss} MiB after the suite; the bound is {RSS_BOUND_MIB} MiB");
+    eprintln!("host RSS after the hostile suite: {rss} MiB (bound {RSS_BOUND_MIB} MiB)");
+    server.stop().await;
+}
