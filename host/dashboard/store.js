@@ -43,7 +43,8 @@ export class Store {
 
   applySnapshot(message) {
     if (message.topic === "system") {
-      this.setSystem(message.status);
+      // null means no reading yet: keep what GET /status gave rather than blank the panel.
+      if (message.status) this.setSystem(message.status);
       return;
     }
     if (message.topic === "operations" && message.reset) {
