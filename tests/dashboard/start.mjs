@@ -11,6 +11,7 @@ import {
   recordProgress,
   row,
   startResponse,
+  toastShown,
   withDashboard,
   LIMIT,
 } from "./support.mjs";
@@ -40,9 +41,8 @@ test("start demo from the generated form: the bar reaches 100% live and a succes
     assert.equal(await row(page, id).locator(".badge").textContent(), "Completed");
     assert.match(await row(page, id).locator(".c-by").textContent(), /^api$/);
 
-    const toast = page.locator('.toast[data-kind="completed"]', { hasText: "srv-1" });
-    await toast.waitFor();
-    assert.match(await toast.textContent(), /demo on srv-1 completed/);
+    const toast = await toastShown(page, "completed", "srv-1");
+    assert.match(toast.text, /demo on srv-1 completed/);
     assert.equal(await page.getAttribute("#toasts", "aria-live"), "polite");
     assertClean(page, assert);
   }));

@@ -213,6 +213,7 @@ export async function openDashboard(context, server, path = "/") {
   page.on("console", (message) => {
     if (message.type() === "error") page.errors.push(`console: ${message.text()}`);
   });
+  await page.addInitScript(recordToasts);
   await page.goto(server.url + path);
   await waitLive(page);
   return page;
@@ -220,6 +221,33 @@ export async function openDashboard(context, server, path = "/") {
 
 export async function waitLive(page) {
   await page.waitForSelector('#connection[data-state="live"]');
+}
+
+/**
+ * Runs in the page before its scripts, on every load: keeps every toast
+ * ever shown in `window.__toasts`, so a test can check for one after it has
+ * timed out and left the screen.
+ */
+function recordToasts() {
+  window.__toasts = [];
+  new MutationObserver((changes) => {
+    for (const change of changes) {
+      for (const node of change.addedNodes) {
+        if (node.nodeType === 1 && node.classList.contains("toast")) {
+          window.__toasts.push({ kind: node.dataset.kind, text: node.textContent });
+        }
+      }
+    }
+  }).observe(document, { childList: true, subtree: true });
+}
+
+/** Waits until a toast of `kind` whose text contains `text` has been shown (on this load of the page). */
+export async function toastShown(page, kind, text) {
+  const handle = await page.waitForFunction(
+    ([kind, text]) => window.__toasts.find((t) => t.kind === kind && t.text.includes(text)),
+    [kind, text],
+  );
+  return handle.jsonValue();
 }
 
 /** The row of operation `id` in the operations view. */
