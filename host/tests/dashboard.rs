@@ -6,7 +6,8 @@
 //! It lives in opal-host's tests, not opal-tests, because only a package's
 //! own integration tests get its binary's path (`CARGO_BIN_EXE_opal`).
 //! Missing Chromium or node fails the test with what to install; it never
-//! passes silently. Screenshots go to `target/dashboard-screenshots/`.
+//! passes silently. It runs `npm ci` when `node_modules` lacks the pinned
+//! playwright-core. Screenshots go to `target/dashboard-screenshots/`.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -33,7 +34,7 @@ fn dashboard_in_chromium() {
     );
 
     let suite = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dashboard");
-    if !suite.join("node_modules/playwright-core/package.json").exists() {
+    if installed_playwright(&suite) != pinned_playwright(&suite) {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(&suite)
@@ -78,6 +79,21 @@ fn dashboard_in_chromium() {
         "the dashboard suite failed ({status}); its output is above. Screenshots: {}",
         screenshots.display()
     );
+}
+
+fn json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// The playwright-core version `package.json` pins.
+fn pinned_playwright(suite: &Path) -> Option<String> {
+    let manifest = json(&suite.join("package.json")).expect("tests/dashboard/package.json");
+    manifest["devDependencies"]["playwright-core"].as_str().map(str::to_owned)
+}
+
+/// The playwright-core version in `node_modules`, if any: `npm ci` runs when it is missing or stale.
+fn installed_playwright(suite: &Path) -> Option<String> {
+    json(&suite.join("node_modules/playwright-core/package.json"))?["version"].as_str().map(str::to_owned)
 }
 
 /// `target/` (or `$CARGO_TARGET_DIR`): the parent of the tests' temp dir.
