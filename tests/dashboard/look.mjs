@@ -96,6 +96,22 @@ test("filters by status, type and target; screenshots of the main view and an op
     assertClean(page, assert);
   }));
 
+test("history older than the snapshot's 100 loads on demand", LIMIT, () =>
+  withDashboard(async (server, context) => {
+    const ids = [];
+    for (let i = 0; i < 105; i += 1) ids.push((await server.startDemo(`bulk-${i}`, { steps: 1, step_ms: 0 })).id);
+    for (const id of ids) await server.waitOperation(id, (op) => op.status === "completed", `${id} completes`);
+    const page = await openDashboard(context, server);
+    await page.waitForSelector(`tr[data-op-id="${ids.at(-1)}"]`);
+    assert.equal(await page.textContent("#history-count"), "100", "a snapshot holds the 100 most recent");
+    assert.equal(await page.locator(`tr[data-op-id="${ids[0]}"]`).count(), 0);
+    await page.click("#load-older");
+    await page.waitForSelector(`tr[data-op-id="${ids[0]}"]`);
+    assert.equal(await page.textContent("#history-count"), "105");
+    await page.waitForSelector("#load-older", { state: "hidden" });
+    assertClean(page, assert);
+  }));
+
 test("at phone width (375 px) nothing overflows and every control is reachable", LIMIT, () =>
   withDashboard(
     async (server, context) => {
