@@ -65,6 +65,15 @@ function showConnection(state, { retryAt }) {
 }
 byId("connection-retry").addEventListener("click", () => socket.retryNow());
 
+// Plugins can come and go while the server runs; the system figures count
+// them, so a change in that count is the cue to read the list again.
+let pluginCount = null;
+store.on("system", (status) => {
+  if (typeof status?.plugins !== "number") return;
+  if (pluginCount !== null && status.plugins !== pluginCount) loadPlugins();
+  pluginCount = status.plugins;
+});
+
 async function loadPlugins() {
   const reply = await api.plugins();
   if (!reply.ok) return;
