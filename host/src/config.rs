@@ -16,6 +16,7 @@
 //! exclusivity_group = "server" # overrides the plugin's declaration
 //! memory_mib = 256             # this plugin's memory cap (default: memory_limit_mib)
 //! max_log_mib = 64             # log kept per run (default: max_log_mib)
+//! sha256 = "9f2c…"             # pin: load only these contents (a string or a list)
 //! ```
 
 use std::collections::BTreeMap;
@@ -59,6 +60,9 @@ pub struct ServerConfig {
     pub prune_interval: Duration,
     /// Per operation type overrides.
     pub types: BTreeMap<String, TypePolicy>,
+    /// How often the plugins directories are checked for added, changed or
+    /// removed `*.wasm` files.
+    pub plugin_poll: Duration,
     /// Fan-out: queues, replay ring, lag deadline.
     pub hub: HubConfig,
     /// WebSocket heartbeats and timeouts.
@@ -80,6 +84,9 @@ pub struct TypePolicy {
     pub exclusivity_group: Option<String>,
     /// This plugin's linear memory cap, in MiB.
     pub memory_mib: Option<usize>,
+    /// sha256 pins (hex): the plugin loads only if its component hashes to one.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub sha256: Vec<String>,
     /// Log kept per run of this plugin, in MiB.
     pub max_log_mib: Option<usize>,
 }
@@ -117,6 +124,7 @@ impl Default for ServerConfig {
             retention: Duration::from_secs(30 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
             types: BTreeMap::new(),
+            plugin_poll: Duration::from_secs(1),
             hub: HubConfig::default(),
             ws: WsConfig::default(),
             status_interval: Duration::from_secs(2),
@@ -158,8 +166,22 @@ struct ConfigFile {
     ping_interval_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     status_interval_ms: Option<u64>,
+    plugin_poll_ms: Option<u64>,
     #[serde(default)]
     types: BTreeMap<String, TypePolicy>,
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    })
 }
 
 fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -225,6 +247,9 @@ impl ServerConfig {
         if let Some(ms) = file.idle_timeout_ms {
             config.ws.idle_timeout = Duration::from_millis(positive("idle_timeout_ms", ms)?);
         }
+        if let Some(ms) = file.plugin_poll_ms {
+            config.plugin_poll = Duration::from_millis(positive("plugin_poll_ms", ms)?);
+        }
         if let Some(ms) = file.status_interval_ms {
             config.status_interval = Duration::from_millis(positive("status_interval_ms", ms)?);
         }
@@ -240,6 +265,13 @@ impl ServerConfig {
             }
             if let Some(mib) = policy.memory_mib {
                 memory_mib(&format!("types.{name_}.memory_mib"), mib)?;
+            }
+            if let Some(bad) = policy.sha256.iter().find(|h| h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                return Err(ConfigError::Value(
+                    name.clone(),
+                    format!("types.{name_}.sha256: {bad:?} is not a sha256 (64 hex digits)"),
+                ));
             }
             if policy.max_log_mib == Some(0) {
                 return Err(ConfigError::Value(name.clone(), format!("types.{name_}.max_log_mib must be at least 1")));

@@ -19,7 +19,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::hub::{AllowAll, Hub};
 use crate::model::Event;
 use crate::model::Status;
-use crate::registry::Registry;
+use crate::registry::{Registry, Sources};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::schedule::Schedules;
 use crate::status::StatusSources;
@@ -85,8 +85,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         max_wasm_stack: config.max_wasm_stack,
         max_instances: config.max_instances,
     })?;
-    let bundled: &[(&str, &'static [u8])] = if config.bundled_plugins { crate::bundled::BUNDLED } else { &[] };
-    let registry = Arc::new(Registry::load(&sandbox, bundled, &config.plugin_dirs).await);
+    let sources = Sources {
+        bundled: if config.bundled_plugins { crate::bundled::BUNDLED.to_vec() } else { Vec::new() },
+        dirs: config.plugin_dirs.clone(),
+        pins: config
+            .types
+            .iter()
+            .filter(|(_, p)| !p.sha256.is_empty())
+            .map(|(n, p)| (n.clone(), p.sha256.clone()))
+            .collect(),
+    };
+    let registry = Arc::new(Registry::load(&sandbox, sources).await);
     let engine = Engine::start(
         store.clone(),
         registry.clone(),
@@ -105,6 +114,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
     let shutdown = CancellationToken::new();
+    registry.clone().watch(config.plugin_poll, shutdown.clone());
     let schedules = Schedules::start(store.clone(), engine.clone(), shutdown.clone())?;
     let status = StatusSources {
         engine: engine.clone(),

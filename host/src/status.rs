@@ -61,7 +61,7 @@ impl StatusSources {
             active_operations: running,
             queued_operations: queued,
             connected_clients: self.hub.connections(),
-            plugins: self.registry.list().count(),
+            plugins: self.registry.list().len(),
             storage_bytes,
             disk_free_bytes,
         }

@@ -22,7 +22,7 @@ pub use problem::ApiError;
 
 use crate::engine::Engine;
 use crate::hub::Principal;
-use crate::registry::{PluginSummary, Registry};
+use crate::registry::{PluginSummary, RefusedPlugin, Registry, Unresolved};
 use crate::schedule::Schedules;
 use crate::status::{StatusSources, SystemStatus};
 use crate::ws::{Framing, SocketContext};
@@ -64,17 +64,40 @@ pub fn router(state: AppState) -> Router {
 #[derive(serde::Serialize)]
 struct PluginList {
     plugins: Vec<PluginSummary>,
+    /// Plugin files in the plugins directories that did not load, and why.
+    refused: Vec<RefusedPlugin>,
 }
 
 async fn list_plugins(State(app): State<AppState>) -> Json<PluginList> {
-    Json(PluginList { plugins: app.registry.list().map(|p| p.summary()).collect() })
+    let plugins = app.registry.list().iter().map(|p| app.registry.summary(p)).collect();
+    Json(PluginList { plugins, refused: app.registry.refused() })
 }
 
-async fn get_plugin(State(app): State<AppState>, Path(name): Path<String>) -> Result<Json<PluginSummary>, ApiError> {
-    app.registry
-        .get(&name)
-        .map(|p| Json(p.summary()))
-        .ok_or_else(|| ApiError::NotFound(format!("no plugin named {name:?}")))
+/// `GET /api/v1/plugins/{name}` query parameters.
+#[derive(serde::Deserialize)]
+struct PluginQuery {
+    /// A semver requirement; the highest matching version is shown.
+    version: Option<String>,
+}
+
+async fn get_plugin(
+    State(app): State<AppState>,
+    Path(name): Path<String>,
+    query: Result<axum::extract::Query<PluginQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<PluginSummary>, ApiError> {
+    let axum::extract::Query(query) = query.map_err(|e| ApiError::field("", e.body_text()))?;
+    let requirement =
+        query.version.as_deref().map(version_req).transpose().map_err(|e| ApiError::field("version", e))?;
+    match app.registry.resolve(&name, requirement.as_ref()) {
+        Ok(plugin) => Ok(Json(app.registry.summary(&plugin))),
+        Err(Unresolved::UnknownType) => Err(ApiError::NotFound(format!("no plugin named {name:?}"))),
+        Err(Unresolved::NoMatchingVersion(message)) => Err(ApiError::NotFound(message)),
+    }
+}
+
+/// Parses a `version` requirement such as `^1.2`, `=0.1.0` or `1`.
+fn version_req(text: &str) -> Result<semver::VersionReq, String> {
+    semver::VersionReq::parse(text).map_err(|e| format!("{text:?} is not a semver requirement (like ^1.2): {e}"))
 }
 
 /// `GET /api/v1/ws` query parameters.

@@ -17,6 +17,8 @@ use crate::store::OperationFilter;
 
 /// Longest accepted idempotency key, in bytes.
 const MAX_IDEMPOTENCY_KEY: usize = 200;
+/// Longest `version` requirement accepted, in bytes.
+const MAX_VERSION_REQ: usize = 100;
 /// Default and largest page size of `GET /operations`.
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
@@ -39,12 +41,15 @@ fn parse_create(bytes: &[u8]) -> Result<SubmitRequest, ApiError> {
     let op_type = body.text("type");
     let target = body.target();
     let idempotency_key = body.optional_text("idempotency_key", MAX_IDEMPOTENCY_KEY);
+    let version = body
+        .optional_text("version", MAX_VERSION_REQ)
+        .and_then(|text| super::version_req(&text).map_err(|e| body.reject("version", e)).ok());
     let params = body.params();
     body.finish("the request is invalid")?;
     let (Some(op_type), Some(target)) = (op_type, target) else {
         return Err(ApiError::Internal("a missing field passed validation".into()));
     };
-    Ok(SubmitRequest { op_type, target, params, created_by: "api".to_owned(), idempotency_key })
+    Ok(SubmitRequest { op_type, target, params, created_by: "api".to_owned(), idempotency_key, version })
 }
 
 fn parse_id(id: &str) -> Result<OperationId, ApiError> {

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::TypePolicy;
 use crate::model::{FieldError, Operation, OperationId, Seq};
-use crate::registry::{Plugin, Registry};
+use crate::registry::{Plugin, Registry, Unresolved};
 use crate::sandbox::Sandbox;
 use crate::store::{Change, OperationFilter, Store, StoreError};
 use cancel::CancelSwitch;
@@ -57,6 +57,8 @@ pub struct SubmitRequest {
     pub created_by: String,
     /// The client's key for safe retries.
     pub idempotency_key: Option<String>,
+    /// Which plugin versions may run it; the highest loaded one if `None`.
+    pub version: Option<semver::VersionReq>,
 }
 
 /// What a successful submit did.
@@ -159,9 +161,18 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Checks a request without starting anything: type known, params valid.
-    pub async fn check(&self, op_type: &str, params: &serde_json::Value) -> Result<Arc<Plugin>, SubmitError> {
-        let plugin = self.inner.registry.get(op_type).ok_or_else(|| SubmitError::UnknownType(op_type.to_owned()))?;
+    /// Checks a request without starting anything: type known, a version
+    /// that meets `version` loaded, params valid.
+    pub async fn check(
+        &self,
+        op_type: &str,
+        version: Option<&semver::VersionReq>,
+        params: &serde_json::Value,
+    ) -> Result<Arc<Plugin>, SubmitError> {
+        let plugin = self.inner.registry.resolve(op_type, version).map_err(|e| match e {
+            Unresolved::UnknownType => SubmitError::UnknownType(op_type.to_owned()),
+            Unresolved::NoMatchingVersion(message) => SubmitError::Invalid(vec![FieldError::new("version", message)]),
+        })?;
         let mut errors = plugin.schema.check(params, "params");
         if errors.is_empty() {
             let text = params.to_string();
@@ -177,7 +188,7 @@ impl Engine {
     /// `pending` record is durable. Admission is atomic in the store: of many
     /// identical concurrent requests exactly one is admitted.
     pub async fn submit(&self, request: SubmitRequest) -> Result<Submitted, SubmitError> {
-        let plugin = self.check(&request.op_type, &request.params).await?;
+        let plugin = self.check(&request.op_type, request.version.as_ref(), &request.params).await?;
         let policy = self.policy(&plugin.name);
         let mut operation = Operation::pending(
             &plugin.name,

@@ -26,7 +26,11 @@ pub(super) async fn recover(store: &Store, registry: &Registry) -> Result<Vec<Qu
     for mut op in left {
         let was = op.status;
         let now = Timestamp::now();
-        let plugin = registry.get(&op.op_type).filter(|p| p.retry_safe);
+        // The version it was admitted with, or none: it never runs another.
+        let plugin = semver::Version::parse(&op.plugin_version)
+            .ok()
+            .and_then(|v| registry.get_exact(&op.op_type, &v))
+            .filter(|p| p.retry_safe);
         let kind = match &plugin {
             Some(_) => {
                 op.status = Status::Pending;

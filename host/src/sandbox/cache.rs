@@ -76,3 +76,31 @@ fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(opt: wasmtime::OptLevel) -> Engine {
+        let mut config = wasmtime::Config::new();
+        config.wasm_component_model(true).cranelift_opt_level(opt);
+        Engine::new(&config).unwrap()
+    }
+
+    #[test]
+    fn a_different_engine_compiles_its_own_artifact_and_never_reads_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let wasm = crate::bundled::get("demo").expect("demo is bundled");
+        let sha = sha256_hex(wasm);
+        let (fast, small) = (engine(wasmtime::OptLevel::Speed), engine(wasmtime::OptLevel::None));
+        assert_ne!(engine_hash(&fast), engine_hash(&small), "compiler settings are part of the key");
+
+        assert!(!load(&fast, dir.path(), wasm, &sha).unwrap().1, "first compile");
+        assert!(load(&fast, dir.path(), wasm, &sha).unwrap().1, "then cached");
+        assert!(!load(&small, dir.path(), wasm, &sha).unwrap().1, "another engine compiles again");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "one artifact per engine");
+        // A changed component is another key as well.
+        let changed = sha256_hex(&[wasm, b"\0"].concat());
+        assert_ne!(artifact_path(dir.path(), &sha, "e"), artifact_path(dir.path(), &changed, "e"));
+    }
+}

@@ -10,6 +10,7 @@
 mod bindings;
 mod cache;
 mod call;
+mod compat;
 mod host;
 mod stdio;
 
@@ -22,6 +23,7 @@ use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use call::{Fault, PluginDescription, RunLimits, RunOutput};
+pub use compat::WIT_VERSION;
 pub use host::{LogLine, MAX_DETAILS, RunHooks};
 
 use bindings::OperationPre;
@@ -62,6 +64,10 @@ pub enum SandboxError {
     /// The component does not fit the `opal:plugin` world or its imports.
     #[error("cannot link the component: {0}")]
     Link(String),
+    /// The component was built against an `opal:plugin` version this host
+    /// does not speak.
+    #[error("incompatible plugin: {0}")]
+    Incompatible(String),
     /// A call into the plugin failed.
     #[error("{0}")]
     Call(#[from] Fault),
@@ -83,6 +89,8 @@ pub struct Component {
     pub sha256: String,
     /// Whether it was loaded from the precompiled cache.
     pub from_cache: bool,
+    /// The interfaces it imports (WASI's and ours), by name.
+    pub imports: Vec<String>,
 }
 
 impl Sandbox {
@@ -126,14 +134,28 @@ impl Sandbox {
     pub fn load(&self, wasm: &[u8]) -> Result<Component, SandboxError> {
         let sha256 = cache::sha256_hex(wasm);
         let (component, from_cache) = cache::load(&self.engine, &self.config.cache_dir, wasm, &sha256)?;
+        let imports = compat::imports(&self.engine, &component);
+        match compat::plugin_wit_version(&imports).map_err(SandboxError::Incompatible)? {
+            Some(theirs) if !compat::compatible(&theirs) => {
+                return Err(SandboxError::Incompatible(compat::refusal(&theirs)));
+            }
+            _ => {}
+        }
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
         let pre = OperationPre::new(instance_pre).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
-        Ok(Component { pre, sha256, from_cache })
+        Ok(Component { pre, sha256, from_cache, imports })
     }
 
     /// The default limits of a run that may take `timeout`.
     pub fn default_limits(&self, timeout: Duration) -> RunLimits {
         RunLimits { timeout, memory: self.config.memory_limit, log_bytes: self.config.log_limit }
+    }
+}
+
+impl Component {
+    /// The `opal:plugin` version it was built against, if it imports the package.
+    pub fn wit_version(&self) -> Option<semver::Version> {
+        compat::plugin_wit_version(&self.imports).ok().flatten()
     }
 }
 

@@ -114,7 +114,7 @@ impl Schedules {
         let Some(first) = next_after(&cron, Utc::now()) else {
             return Err(ScheduleError::Invalid(vec![FieldError::new("cron", "never fires")]));
         };
-        self.inner.engine.check(&request.op_type, &request.params).await?;
+        self.inner.engine.check(&request.op_type, None, &request.params).await?;
         let schedule = Schedule {
             id: ScheduleId::new(),
             cron: request.cron,
@@ -205,6 +205,7 @@ impl Schedules {
             params: schedule.params.clone(),
             created_by: format!("schedule:{}", schedule.id),
             idempotency_key: None,
+            version: None,
         };
         let at = Timestamp::now();
         let (outcome, operation_id, message) = match self.inner.engine.submit(request).await {
