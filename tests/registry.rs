@@ -58,7 +58,7 @@ async fn two_versions_run_side_by_side_and_a_request_may_name_one() {
     let summary = server.get("/api/v1/plugins/greeter").await.body;
     assert_eq!(summary["version"], "2.0.0", "the highest is the default: {summary}");
     assert_eq!(summary["versions"], json!(["2.0.0", "1.0.0"]));
-    assert_eq!(summary["wit_version"], "0.1.0");
+    assert_eq!(summary["wit_version"], opal_host::sandbox::WIT_VERSION.to_string());
     assert_eq!(server.get("/api/v1/plugins/greeter?version=^1").await.body["version"], "1.0.0");
     assert_eq!(server.get("/api/v1/plugins/greeter?version=^3").await.status, 404);
 
@@ -128,11 +128,26 @@ async fn a_plugin_for_another_wit_version_is_refused_by_name_and_the_others_are_
     assert!(refused["source"].as_str().unwrap().ends_with("future.wasm"), "{list}");
     let error = refused["error"].as_str().unwrap();
     assert!(
-        error.contains("opal:plugin@0.2.0") && error.contains("opal:plugin@0.1.0"),
+        error.contains("opal:plugin@0.2.0")
+            && error.contains(&format!("opal:plugin@{}", opal_host::sandbox::WIT_VERSION)),
         "the refusal names both versions: {error}"
     );
     let reply = greet(&server, "a", json!({})).await;
     assert_eq!(server.wait_terminal(reply.body["id"].as_str().unwrap()).await["status"], "completed");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_for_an_older_compatible_wit_version_still_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugins(dir.path(), &[("past-wit", "past.wasm")]);
+    let server = TestServer::start_with(dir.path(), |c| c.plugin_dirs = vec![plugins]).await;
+    let summary = server.get("/api/v1/plugins/past-wit").await;
+    assert_eq!(summary.status, 200, "{:?}", server.get("/api/v1/plugins").await.body);
+    assert_eq!(summary.body["wit_version"], "0.1.0");
+    let reply = server.post("/api/v1/operations", &json!({"type": "past-wit", "target": "t"})).await;
+    let op = server.wait_terminal(reply.body["id"].as_str().unwrap()).await;
+    assert_eq!((op["status"].as_str(), op["message"].as_str()), (Some("completed"), Some("from the past")), "{op}");
     server.stop().await;
 }
 

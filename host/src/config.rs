@@ -17,6 +17,12 @@
 //! memory_mib = 256             # this plugin's memory cap (default: memory_limit_mib)
 //! max_log_mib = 64             # log kept per run (default: max_log_mib)
 //! sha256 = "9f2c…"             # pin: load only these contents (a string or a list)
+//!
+//! [types.install-server.grants]  # nothing is granted unless listed here
+//! scratch = true                 # a fresh read-write /scratch per operation
+//! dirs = [{ host = "/srv/pkgs", guest = "/pkgs" }, { host = "/srv/out", guest = "/out", writable = true }]
+//! net = ["10.0.0.0/8:22", "*.example.com:443", "localhost:8000-8099"]
+//! exec = [{ command = "/usr/bin/systemctl", args = ["restart", "*"] }]
 //! ```
 
 use std::collections::BTreeMap;
@@ -27,6 +33,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::hub::HubConfig;
+use crate::sandbox::grants::{DirGrant, ExecRule, NetRule, SCRATCH_GUEST_PATH};
 use crate::ws::WsConfig;
 
 /// Settings of one `opal serve`.
@@ -89,6 +96,88 @@ pub struct TypePolicy {
     pub sha256: Vec<String>,
     /// Log kept per run of this plugin, in MiB.
     pub max_log_mib: Option<usize>,
+    /// What this plugin may reach: scratch, directories, network, commands.
+    #[serde(default)]
+    pub grants: PluginGrants,
+}
+
+/// The capabilities the operator grants one plugin (`[types.X.grants]`).
+/// Nothing is granted by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawGrants")]
+pub struct PluginGrants {
+    /// A fresh read-write directory per operation at `/scratch`.
+    pub scratch: bool,
+    /// Keep each operation's scratch directory (under `<data>/scratch/<id>`) after the run.
+    pub keep_scratch: bool,
+    /// Host directories.
+    pub dirs: Vec<DirGrant>,
+    /// Outbound network rules.
+    pub net: Vec<NetRule>,
+    /// Commands.
+    pub exec: Vec<ExecRule>,
+}
+
+/// `[types.X.grants]` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default)]
+    scratch: bool,
+    #[serde(default)]
+    keep_scratch: bool,
+    #[serde(default)]
+    dirs: Vec<RawDir>,
+    #[serde(default)]
+    net: Vec<String>,
+    #[serde(default)]
+    exec: Vec<RawExec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDir {
+    host: PathBuf,
+    guest: String,
+    #[serde(default)]
+    writable: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExec {
+    command: PathBuf,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+impl TryFrom<RawGrants> for PluginGrants {
+    type Error = String;
+
+    fn try_from(raw: RawGrants) -> Result<Self, String> {
+        let mut dirs = Vec::new();
+        for dir in raw.dirs {
+            if !dir.guest.starts_with('/') || dir.guest == SCRATCH_GUEST_PATH {
+                return Err(format!("dirs: guest path {:?} must be absolute and not {SCRATCH_GUEST_PATH}", dir.guest));
+            }
+            if !dir.host.is_absolute() {
+                return Err(format!("dirs: host path {} must be absolute", dir.host.display()));
+            }
+            dirs.push(DirGrant { host: dir.host, guest: dir.guest, writable: dir.writable });
+        }
+        let net = raw.net.iter().map(|r| r.parse::<NetRule>()).collect::<Result<_, _>>()?;
+        let mut exec = Vec::new();
+        for rule in raw.exec {
+            if !rule.command.is_absolute() {
+                return Err(format!("exec: command {} must be an absolute path", rule.command.display()));
+            }
+            if rule.args.iter().take(rule.args.len().saturating_sub(1)).any(|a| a == "**") {
+                return Err(format!("exec: in {}, `**` may only be the last argument", rule.command.display()));
+            }
+            exec.push(ExecRule { command: rule.command, args: rule.args });
+        }
+        Ok(PluginGrants { scratch: raw.scratch, keep_scratch: raw.keep_scratch, dirs, net, exec })
+    }
 }
 
 impl TypePolicy {
@@ -343,6 +432,38 @@ mod tests {
         assert!(err.contains("types.demo.max_log_mib must be at least 1"), "{err}");
         let err = parse("max_wasm_stack_kib = 8").unwrap_err().to_string();
         assert!(err.contains("max_wasm_stack_kib must be 64 to 65536"), "{err}");
+    }
+
+    #[test]
+    fn grants_are_read_and_checked() {
+        let config = parse(
+            r#"
+            [types.deploy.grants]
+            scratch = true
+            dirs = [{ host = "/srv/in", guest = "/in" }, { host = "/srv/out", guest = "/out", writable = true }]
+            net = ["10.0.0.0/8:22", "*.example.com:443"]
+            exec = [{ command = "/usr/bin/systemctl", args = ["restart", "*"] }]
+            "#,
+        )
+        .unwrap();
+        let grants = config.policy("deploy").grants;
+        assert!(grants.scratch && !grants.keep_scratch);
+        assert_eq!(grants.dirs[1], DirGrant { host: "/srv/out".into(), guest: "/out".into(), writable: true });
+        assert!(!grants.dirs[0].writable, "read-only unless said");
+        assert_eq!(grants.net.len(), 2);
+        assert!(grants.exec[0].allows("/usr/bin/systemctl", &["restart".into(), "nginx".into()]));
+        assert_eq!(config.policy("other").grants, PluginGrants::default(), "nothing unless granted");
+        for (bad, words) in [
+            ("net = [\"nohost\"]", "no port"),
+            ("dirs = [{ host = \"rel\", guest = \"/in\" }]", "must be absolute"),
+            ("dirs = [{ host = \"/a\", guest = \"/scratch\" }]", "not /scratch"),
+            ("exec = [{ command = \"sh\" }]", "absolute path"),
+            ("exec = [{ command = \"/bin/sh\", args = [\"**\", \"x\"] }]", "only be the last"),
+            ("sandbox = true", "unknown field"),
+        ] {
+            let err = parse(&format!("[types.x.grants]\n{bad}")).unwrap_err().to_string();
+            assert!(err.contains(words), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -83,6 +83,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         max_memory_limit: config.max_memory_limit(),
         log_limit: config.log_limit,
         max_wasm_stack: config.max_wasm_stack,
+        scratch_root: config.data_dir.join("scratch"),
         max_instances: config.max_instances,
     })?;
     let sources = Sources {

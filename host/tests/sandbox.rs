@@ -9,6 +9,7 @@ fn config(dir: &std::path::Path) -> SandboxConfig {
         max_memory_limit: 64 << 20,
         log_limit: 1 << 20,
         max_wasm_stack: 1 << 20,
+        scratch_root: dir.join("scratch"),
         max_instances: 4,
     }
 }

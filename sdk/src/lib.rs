@@ -30,6 +30,7 @@
 
 pub mod context;
 mod error;
+pub mod exec;
 #[doc(hidden)]
 pub mod export;
 mod plugin;

@@ -280,10 +280,7 @@ impl Inner {
             self.tasks.spawn(async move {
                 let id = start.op.id;
                 let policy = inner.config.types.get(&start.op.op_type).cloned().unwrap_or_default();
-                let mut limits = inner.sandbox.default_limits(policy.timeout.unwrap_or(start.plugin.default_timeout));
-                limits.memory = policy.memory_limit().unwrap_or(limits.memory);
-                limits.log_bytes = policy.log_limit().unwrap_or(limits.log_bytes);
-                runner::run(&inner, start.op, start.plugin, &start.switch, limits).await;
+                runner::run(&inner, start.op, start.plugin, &start.switch, &policy).await;
                 inner.lock_queue().finished(id);
                 inner.pump();
             });

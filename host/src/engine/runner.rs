@@ -10,9 +10,11 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use super::{CancelSwitch, Inner};
+use crate::config::TypePolicy;
 use crate::model::{EventKind, LogLevel, OpError, Operation, Status, Timestamp};
 use crate::progress::{LiveProgress, ProgressThrottle};
 use crate::registry::Plugin;
+use crate::sandbox::grants::{Grants, Scratch};
 use crate::sandbox::{Fault, LogLine, RunHooks, RunLimits, RunOutput};
 use crate::store::Change;
 
@@ -25,9 +27,10 @@ pub(super) async fn run(
     mut op: Operation,
     plugin: Arc<Plugin>,
     switch: &CancelSwitch,
-    limits: RunLimits,
+    policy: &TypePolicy,
 ) {
     let store = &inner.store;
+    let (limits, prepared) = prepare(inner, &op, &plugin, policy);
     op.status = Status::Running;
     op.started_at = Some(Timestamp::now());
     op.message = "starting".to_owned();
@@ -38,34 +41,43 @@ pub(super) async fn run(
 
     let (progress_tx, progress_rx) = watch::channel(LiveProgress::default());
     let (log_tx, mut log_rx) = mpsc::channel(LOG_QUEUE);
-    let hooks = RunHooks { progress: progress_tx, logs: log_tx, cancel: switch.requested.clone() };
+    let hooks = RunHooks {
+        progress: progress_tx,
+        logs: log_tx,
+        cancel: switch.requested.clone(),
+        force_stop: switch.forced.clone(),
+    };
     let mut throttle = ProgressThrottle::new(progress_rx, inner.config.progress_window);
     let mut panic = PanicWatch::default();
     let (target, params) = (op.target.clone(), op.params.to_string());
 
-    let result = {
-        let run = plugin.component.run(&inner.sandbox, &target, &params, hooks, limits, switch.forced.clone());
-        tokio::pin!(run);
-        loop {
-            tokio::select! {
-                biased;
-                result = &mut run => break result,
-                () = switch.force.notified() => break Err(Fault::ForcedStop),
-                () = inner.shutdown.cancelled() => {
-                    tracing::info!(op = %op.id, "server shutting down; the next start records this run as interrupted");
-                    return;
-                }
-                Some(line) = log_rx.recv() => {
-                    panic.observe(&line);
-                    let _ = store.enqueue(log(&op, line)).await;
-                }
-                live = throttle.next() => {
-                    apply(&mut op, live);
-                    let _ = store.enqueue(progress(&op)).await;
+    let result = match &prepared {
+        Err(why) => Err(Fault::Instantiate(why.clone())),
+        Ok((grants, _scratch)) => {
+            let run = plugin.component.run(&inner.sandbox, &target, &params, hooks, limits, grants);
+            tokio::pin!(run);
+            loop {
+                tokio::select! {
+                    biased;
+                    result = &mut run => break result,
+                    () = switch.force.notified() => break Err(Fault::ForcedStop),
+                    () = inner.shutdown.cancelled() => {
+                        tracing::info!(op = %op.id, "server shutting down; the next start records this run as interrupted");
+                        return;
+                    }
+                    Some(line) = log_rx.recv() => {
+                        panic.observe(&line);
+                        let _ = store.enqueue(log(&op, line)).await;
+                    }
+                    live = throttle.next() => {
+                        apply(&mut op, live);
+                        let _ = store.enqueue(progress(&op)).await;
+                    }
                 }
             }
         }
     };
+    drop(prepared); // the scratch directory goes with the run
 
     // The sandbox is gone; whatever it queued is still ours to record, in order.
     while let Ok(line) = log_rx.try_recv() {
@@ -89,6 +101,36 @@ pub(super) async fn run(
     if let Err(e) = store.commit(Change::Operation { kind, operation: Arc::new(op.clone()), at }).await {
         tracing::error!(op = %op.id, error = %e, "cannot record the end of an operation");
     }
+}
+
+/// The run's limits and grants from the plugin and the operator's policy,
+/// with its scratch directory made if granted; `Err` says why it cannot run.
+fn prepare(
+    inner: &Inner,
+    op: &Operation,
+    plugin: &Plugin,
+    policy: &TypePolicy,
+) -> (RunLimits, Result<(Grants, Option<Scratch>), String>) {
+    let mut limits = inner.sandbox.default_limits(policy.timeout.unwrap_or(plugin.default_timeout));
+    limits.memory = policy.memory_limit().unwrap_or(limits.memory);
+    limits.log_bytes = policy.log_limit().unwrap_or(limits.log_bytes);
+    let granted = &policy.grants;
+    let scratch = match granted.scratch {
+        true => Scratch::create(inner.sandbox.scratch_root(), &op.id.to_string(), granted.keep_scratch)
+            .map(Some)
+            .map_err(|e| format!("cannot create its scratch directory: {e}")),
+        false => Ok(None),
+    };
+    let prepared = scratch.map(|scratch| {
+        let grants = Grants {
+            scratch: scratch.as_ref().map(|s| s.path().to_owned()),
+            dirs: granted.dirs.clone(),
+            net: granted.net.clone(),
+            exec: granted.exec.clone(),
+        };
+        (grants, scratch)
+    });
+    (limits, prepared)
 }
 
 fn started(op: &Operation) -> Change {

@@ -3,7 +3,8 @@
 //! Exports are async so a guest blocked in an async host call (a WASI sleep)
 //! only suspends its own fiber. `progress.log` is async so a plugin that logs
 //! faster than the store can take waits for room instead of growing a queue;
-//! the other imports are sync overwrites of the operation's live state.
+//! `exec.run` is async as it waits for a host process. The other imports are
+//! sync overwrites of the operation's live state.
 
 #![allow(missing_docs, unreachable_pub)]
 
@@ -12,6 +13,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     imports: {
         "opal:plugin/progress.log": async,
+        "opal:plugin/exec.run": async,
     },
     exports: { default: async },
 });

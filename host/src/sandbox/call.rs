@@ -16,9 +16,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use wasmtime::{Store, Trap, UpdateDeadline};
-use wasmtime_wasi::WasiCtxBuilder;
+use wasmtime_wasi::sockets::SocketAddrUse;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::bindings::opal::plugin::types as wit;
+use super::grants::{Grants, NetPolicy, SCRATCH_GUEST_PATH};
 use super::host::{HostState, LogBudget, RunHooks, capped, details_value};
 use super::stdio::LogStream;
 use super::{Component, Sandbox};
@@ -101,7 +103,8 @@ pub enum RunOutput {
 impl Component {
     /// Calls `describe`.
     pub async fn describe(&self, sandbox: &Sandbox) -> Result<PluginDescription, Fault> {
-        let mut store = new_store(sandbox, None, quick_limits(sandbox), None);
+        let mut store =
+            new_store(sandbox, None, quick_limits(sandbox), None, &Grants::default(), NetPolicy::default())?;
         let info = call(&mut store, QUICK_CALL_LIMIT, async |store| {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             instance.call_describe(&mut *store).await
@@ -121,7 +124,8 @@ impl Component {
 
     /// Calls `validate`; returns the field errors, empty if the params are fine.
     pub async fn validate(&self, sandbox: &Sandbox, params: &str) -> Result<Vec<(String, String)>, Fault> {
-        let mut store = new_store(sandbox, None, quick_limits(sandbox), None);
+        let mut store =
+            new_store(sandbox, None, quick_limits(sandbox), None, &Grants::default(), NetPolicy::default())?;
         let result = call(&mut store, QUICK_CALL_LIMIT, async |store| {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             instance.call_validate(&mut *store, params).await
@@ -130,8 +134,9 @@ impl Component {
         Ok(result.err().unwrap_or_default().into_iter().map(|e| (e.field, e.message)).collect())
     }
 
-    /// Calls `run` with `hooks` connected, within `limits`. Setting
-    /// `force_stop` stops the guest within one epoch tick.
+    /// Calls `run` with `hooks` connected, within `limits`, with what
+    /// `grants` allows. Setting `hooks.force_stop` stops the guest within one
+    /// epoch tick.
     pub async fn run(
         &self,
         sandbox: &Sandbox,
@@ -139,9 +144,11 @@ impl Component {
         params: &str,
         hooks: RunHooks,
         limits: RunLimits,
-        force_stop: Arc<AtomicBool>,
+        grants: &Grants,
     ) -> Result<RunOutput, Fault> {
-        let mut store = new_store(sandbox, Some(hooks), limits, Some(force_stop));
+        let net = NetPolicy::resolve(&grants.net).await;
+        let force_stop = hooks.force_stop.clone();
+        let mut store = new_store(sandbox, Some(hooks), limits, Some(force_stop), grants, net)?;
         let result = call(&mut store, limits.timeout, async |store| {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             instance.call_run(&mut *store, target, params).await
@@ -174,15 +181,41 @@ fn new_store(
     hooks: Option<RunHooks>,
     limits: RunLimits,
     force_stop: Option<Arc<AtomicBool>>,
-) -> Store<HostState> {
+    grants: &Grants,
+    net: NetPolicy,
+) -> Result<Store<HostState>, Fault> {
     let mut wasi = WasiCtxBuilder::new();
+    let preopens = grants.scratch.iter().map(|host| (host.as_path(), SCRATCH_GUEST_PATH, FsPerms::ReadWrite)).chain(
+        grants.dirs.iter().map(|d| {
+            (d.host.as_path(), d.guest.as_str(), if d.writable { FsPerms::ReadWrite } else { FsPerms::ReadOnly })
+        }),
+    );
+    for (host, guest, perms) in preopens {
+        wasi.preopened_dir(host, guest, perms).map_err(|e| {
+            Fault::Instantiate(format!("cannot open the granted directory {} for {guest}: {e:#}", host.display()))
+        })?;
+    }
+    if !net.is_empty() {
+        // Connects are checked by address; the implicit bind of a connect is
+        // to the unspecified address and port 0. No listening, no UDP.
+        wasi.allow_tcp(true).allow_ip_name_lookup(true).allow_udp(false);
+        let net = Arc::new(net);
+        wasi.socket_addr_check(move |addr, used| {
+            let allowed = match used {
+                SocketAddrUse::TcpConnect => net.allows_connect(addr),
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                _ => false,
+            };
+            Box::pin(async move { allowed })
+        });
+    }
     let budget = LogBudget::new(limits.log_bytes);
     if let Some(hooks) = &hooks {
         let stream = |level| LogStream { level, logs: hooks.logs.clone(), budget: budget.clone() };
         wasi.stdout(stream(LogLevel::Info));
         wasi.stderr(stream(LogLevel::Warn));
     }
-    let state = HostState::new(wasi.build(), limits.memory, hooks, budget);
+    let state = HostState::new(wasi.build(), limits.memory, hooks, budget, grants.exec.clone());
     let mut store = Store::new(&sandbox.engine, state);
     let limit = limits.timeout;
     store.limiter(|state| &mut state.memory);
@@ -197,7 +230,7 @@ fn new_store(
         }
         Ok(UpdateDeadline::Yield(1))
     });
-    store
+    Ok(store)
 }
 
 /// Runs `f` on the store within `limit`, and turns every way it can go wrong

@@ -13,6 +13,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::opal::plugin::{progress, types};
+use super::grants::ExecRule;
 use crate::model::{LogLevel, Timestamp};
 use crate::progress::LiveProgress;
 
@@ -42,6 +43,8 @@ pub struct RunHooks {
     pub logs: mpsc::Sender<LogLine>,
     /// Set when someone asks to cancel; `progress.cancelled()` reads it.
     pub cancel: Arc<AtomicBool>,
+    /// Set to stop the guest by force; it stops within one epoch tick.
+    pub force_stop: Arc<AtomicBool>,
 }
 
 /// How many bytes of log one run may still write. The line that would pass
@@ -111,12 +114,44 @@ pub(crate) struct HostState {
     pub(super) memory: MemoryCap,
     pub(super) hooks: Option<RunHooks>,
     log_budget: Arc<LogBudget>,
+    /// The commands this run may execute.
+    pub(super) exec: Vec<ExecRule>,
 }
 
 impl HostState {
-    pub(super) fn new(wasi: WasiCtx, memory_limit: usize, hooks: Option<RunHooks>, log_budget: Arc<LogBudget>) -> Self {
+    pub(super) fn new(
+        wasi: WasiCtx,
+        memory_limit: usize,
+        hooks: Option<RunHooks>,
+        log_budget: Arc<LogBudget>,
+        exec: Vec<ExecRule>,
+    ) -> Self {
         let memory = MemoryCap { limit: memory_limit, hit: false };
-        HostState { wasi, table: ResourceTable::new(), memory, hooks, log_budget }
+        HostState { wasi, table: ResourceTable::new(), memory, hooks, log_budget, exec }
+    }
+
+    /// Where this run's log lines go, if it is a run.
+    pub(super) fn log_sink(&self) -> Option<LogSink> {
+        let hooks = self.hooks.as_ref()?;
+        Some(LogSink { logs: hooks.logs.clone(), budget: self.log_budget.clone() })
+    }
+}
+
+/// A run's log, within its budget; detached from the store so it can be
+/// awaited while the store is busy elsewhere.
+#[derive(Clone)]
+pub(super) struct LogSink {
+    logs: mpsc::Sender<LogLine>,
+    budget: Arc<LogBudget>,
+}
+
+impl LogSink {
+    /// Appends a line; waits while the log queue is full.
+    pub(super) async fn send(&self, line: LogLine) {
+        if let Some(line) = self.budget.admit(line) {
+            // A closed channel means the run is over; the line has nowhere to go.
+            let _ = self.logs.send(line).await;
+        }
     }
 }
 
@@ -188,18 +223,14 @@ impl progress::Host for HostState {
     }
 
     async fn log(&mut self, level: types::Level, message: String) {
-        if let Some(hooks) = &self.hooks {
-            let level = match level {
-                types::Level::Debug => LogLevel::Debug,
-                types::Level::Info => LogLevel::Info,
-                types::Level::Warn => LogLevel::Warn,
-                types::Level::Error => LogLevel::Error,
-            };
-            let line = LogLine { level, message: capped(message), at: Timestamp::now() };
-            if let Some(line) = self.log_budget.admit(line) {
-                // A closed channel means the run is over; the line has nowhere to go.
-                let _ = hooks.logs.send(line).await;
-            }
+        let level = match level {
+            types::Level::Debug => LogLevel::Debug,
+            types::Level::Info => LogLevel::Info,
+            types::Level::Warn => LogLevel::Warn,
+            types::Level::Error => LogLevel::Error,
+        };
+        if let Some(sink) = self.log_sink() {
+            sink.send(LogLine { level, message: capped(message), at: Timestamp::now() }).await;
         }
     }
 

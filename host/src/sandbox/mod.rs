@@ -11,6 +11,8 @@ mod bindings;
 mod cache;
 mod call;
 mod compat;
+mod exec;
+pub mod grants;
 mod host;
 mod stdio;
 
@@ -47,6 +49,8 @@ pub struct SandboxConfig {
     pub log_limit: usize,
     /// Most bytes of wasm stack a guest may use.
     pub max_wasm_stack: usize,
+    /// Where per-operation scratch directories are made.
+    pub scratch_root: PathBuf,
     /// Most stores alive at once (pooling allocator slots).
     pub max_instances: u32,
 }
@@ -144,6 +148,11 @@ impl Sandbox {
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
         let pre = OperationPre::new(instance_pre).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
         Ok(Component { pre, sha256, from_cache, imports })
+    }
+
+    /// Where per-operation scratch directories are made.
+    pub fn scratch_root(&self) -> &std::path::Path {
+        &self.config.scratch_root
     }
 
     /// The default limits of a run that may take `timeout`.
