@@ -184,6 +184,20 @@ async fn a_resume_from_beyond_the_window_gets_a_reset_snapshot() {
     server.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_names_the_history_its_seqs_belong_to() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let server = server_with(a.path(), |_| {}).await;
+    let first = server.ws().await.hello["history"].as_str().unwrap().to_owned();
+    server.stop().await;
+    let server = server_with(a.path(), |_| {}).await;
+    assert_eq!(server.ws().await.hello["history"], first.as_str(), "the same data file, the same history");
+    server.stop().await;
+    let server = server_with(b.path(), |_| {}).await;
+    assert_ne!(server.ws().await.hello["history"], first.as_str(), "other data, another history");
+    server.stop().await;
+}
+
 /// Connects a client whose socket takes little at a time, so a client that
 /// stops reading backs the server up quickly.
 async fn stalled_client(server: &TestServer) -> WsClient {
@@ -351,10 +365,11 @@ async fn topics_for_a_target_a_type_and_the_system() {
 
 #[test]
 fn the_message_schemas_reject_what_the_protocol_does_not_allow() {
-    opal_tests::check_server_message(&json!({"type": "hello", "protocol": 1, "seq": 0}));
+    opal_tests::check_server_message(&json!({"type": "hello", "protocol": 1, "seq": 0, "history": "0123456789abcdef"}));
     for bad in [
         json!({"type": "event", "seq": 1}),
-        json!({"type": "hello", "protocol": 2, "seq": 0}),
+        json!({"type": "hello", "protocol": 2, "seq": 0, "history": "0123456789abcdef"}),
+        json!({"type": "hello", "protocol": 1, "seq": 0}),
         json!({"type": "error", "code": "whatever", "message": "x"}),
         json!({"type": "snapshot", "topic": "operations", "seq": 1, "reset": false, "operations": [{"id": "x"}]}),
     ] {

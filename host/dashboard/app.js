@@ -18,7 +18,8 @@ const list = new OperationsList(store);
 const form = new StartForm(store);
 const system = new SystemPanel(store);
 const socket = new LiveSocket({
-  url: `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/api/v1/ws`,
+  // Batched frames: a burst of events arrives as one frame, one message per line.
+  url: `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/api/v1/ws?batch=true`,
   onMessage: (message) => store.apply(message),
   onState: showConnection,
 });

@@ -39,6 +39,10 @@ export class LiveSocket {
     this.topics = new Set(["operations"]);
     /** Topics whose state we hold (their snapshot arrived): these can be resumed. */
     this.known = new Set();
+    /** The server history our seqs belong to (from `hello`); seqs of another mean nothing. */
+    this.history = null;
+    /** Set when the history changed: the next snapshots start the state over. */
+    this.forceReset = false;
     this.ws = null;
     this.greeted = false;
     this.attempt = 0;
@@ -105,21 +109,40 @@ export class LiveSocket {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
   }
 
+  /** A frame holds one message per line: the page connects with `?batch=true`. */
   receive(ws, data) {
     if (ws !== this.ws) return;
     this.lastHeard = Date.now();
-    let message;
-    try {
-      message = JSON.parse(data);
-    } catch {
-      return;
+    for (const line of String(data).split("\n")) {
+      let message;
+      try {
+        message = JSON.parse(line);
+      } catch {
+        continue;
+      }
+      this.handle(message);
     }
+  }
+
+  handle(message) {
     switch (message.type) {
       case "hello":
         this.greeted = true;
+        if (this.history !== null && message.history !== this.history) {
+          // Another data file: our seq is not its seq. Start over from fresh snapshots.
+          this.lastSeq = null;
+          this.known.clear();
+          this.forceReset = true;
+        }
+        this.history = message.history;
         this.subscribeAll();
         break;
       case "snapshot":
+        // `system` is subscribed last: every topic before it starts over.
+        if (this.forceReset) {
+          if (message.topic === "system") this.forceReset = false;
+          else message.reset = true;
+        }
         this.noteSeq(message.seq);
         if (message.topic !== "system") this.known.add(message.topic);
         if (message.topic === "operations") this.setLive();

@@ -63,6 +63,10 @@ pub struct MigrateReport {
     pub from: u64,
     /// The version it has now.
     pub to: u64,
+    /// The file's history id: made once, when the file is first migrated,
+    /// and kept for its life. A client resuming from a seq of another
+    /// history (the data was replaced) must not trust that seq.
+    pub history: u64,
 }
 
 /// Brings `db` to [`LATEST`], applying the pending steps in one transaction.
@@ -81,8 +85,27 @@ pub fn migrate(db: &Database) -> Result<MigrateReport, MigrateError> {
         let mut meta = txn.open_table(schema::META).map_err(redb::Error::from)?;
         meta.insert(schema::SCHEMA_VERSION_KEY, step.version).map_err(redb::Error::from)?;
     }
+    let history = {
+        let mut meta = txn.open_table(schema::META).map_err(redb::Error::from)?;
+        let existing = meta.get(schema::HISTORY_KEY).map_err(redb::Error::from)?.map(|v| v.value());
+        match existing {
+            Some(history) => history,
+            None => {
+                let history = new_history_id();
+                meta.insert(schema::HISTORY_KEY, history).map_err(redb::Error::from)?;
+                history
+            }
+        }
+    };
     txn.commit().map_err(redb::Error::from)?;
-    Ok(MigrateReport { from, to: LATEST.max(from) })
+    Ok(MigrateReport { from, to: LATEST.max(from), history })
+}
+
+/// A random, non-zero id (std's randomly keyed hasher over the clock).
+fn new_history_id() -> u64 {
+    use std::hash::BuildHasher;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    std::collections::hash_map::RandomState::new().hash_one(now.as_nanos()).max(1)
 }
 
 #[cfg(test)]
@@ -93,8 +116,12 @@ mod tests {
     fn fresh_file_reaches_latest_and_is_idempotent() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::create(dir.path().join("t.redb")).unwrap();
-        assert_eq!(migrate(&db).unwrap(), MigrateReport { from: 0, to: LATEST });
-        assert_eq!(migrate(&db).unwrap(), MigrateReport { from: LATEST, to: LATEST });
+        let first = migrate(&db).unwrap();
+        assert_eq!((first.from, first.to), (0, LATEST));
+        let again = migrate(&db).unwrap();
+        assert_eq!((again.from, again.to, again.history), (LATEST, LATEST, first.history), "the history id stays");
+        let other = Database::create(dir.path().join("u.redb")).unwrap();
+        assert_ne!(migrate(&other).unwrap().history, first.history, "another file, another history");
     }
 
     #[test]

@@ -15,6 +15,8 @@ use redb::TableDefinition;
 pub const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// `meta` key of the schema version.
 pub const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// `meta` key: the file's history id (see `MigrateReport::history`).
+pub const HISTORY_KEY: &str = "history_id";
 /// `meta` key of the last event sequence number handed out.
 pub const LAST_SEQ_KEY: &str = "last_seq";
 

@@ -155,6 +155,8 @@ pub struct WsClient {
     batched: bool,
     /// Messages of the last frame not yet returned by `recv`.
     pending: VecDeque<Value>,
+    /// The server's `hello`.
+    pub hello: Value,
 }
 
 impl WsClient {
@@ -174,10 +176,11 @@ impl WsClient {
 
     async fn greeted(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
         let batched = false;
-        let mut client = WsClient { stream, batched, pending: VecDeque::new() };
+        let mut client = WsClient { stream, batched, pending: VecDeque::new(), hello: Value::Null };
         let hello = client.recv().await;
         assert_eq!(hello["type"], "hello", "{hello}");
         assert_eq!(hello["protocol"], 1, "{hello}");
+        client.hello = hello;
         client
     }
 

@@ -31,6 +31,7 @@ const QUEUE_CAPACITY: usize = 8192;
 pub struct Store {
     db: Arc<Database>,
     writer: mpsc::Sender<writer::Append>,
+    history: u64,
 }
 
 /// The running writer thread; join it after every [`Store`] handle is dropped.
@@ -58,7 +59,14 @@ impl Store {
         let last_seq = reads::last_seq(&db)?;
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let thread = writer::spawn(db.clone(), rx, last_seq, sink)?;
-        Ok((Store { db, writer: tx }, WriterThread(thread)))
+        Ok((Store { db, writer: tx, history: report.history }, WriterThread(thread)))
+    }
+
+    /// The data file's history id, as 16 hex digits: the same for the life
+    /// of the file, different for another file. Seqs are comparable only
+    /// within one history.
+    pub fn history(&self) -> String {
+        format!("{:016x}", self.history)
     }
 
     /// Queues `change` and waits until it is committed (or refused).

@@ -93,7 +93,8 @@ pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal, f
     let send = async |sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, message: Message| {
         matches!(tokio::time::timeout(send_timeout, sink.send(message)).await, Ok(Ok(())))
     };
-    let hello = ServerMessage::Hello { protocol: PROTOCOL, seq: connection.hello_seq }.to_text();
+    let hello =
+        ServerMessage::Hello { protocol: PROTOCOL, seq: connection.hello_seq, history: cx.store.history() }.to_text();
     if !send(&mut sink, Message::Text(hello.into())).await {
         return;
     }

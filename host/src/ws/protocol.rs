@@ -29,7 +29,7 @@ pub(super) enum ClientMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum ServerMessage<'a> {
     /// First message on every connection.
-    Hello { protocol: u32, seq: Seq },
+    Hello { protocol: u32, seq: Seq, history: String },
     /// Answer to `ping`.
     Pong,
     /// A client message was not understood or not allowed; the connection stays open.
