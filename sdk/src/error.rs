@@ -37,7 +37,15 @@ impl Error {
     pub fn failed(message: impl Into<String>) -> Self {
         Error::Failed(message.into())
     }
+
+    /// Invalid params, found out while running: one field and what is wrong with it.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidParams(vec![FieldError::new(field, message)])
+    }
 }
+
+/// `Result<T, opal_sdk::Error>`, so `run` can say `-> Result<Outcome>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

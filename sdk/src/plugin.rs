@@ -6,14 +6,22 @@ use crate::{Context, Error, FieldError};
 
 /// An operation type. Implement it on a unit struct and export it with
 /// [`crate::export_plugin!`].
+///
+/// Only `Params` and `run` are required. `info` defaults to the plugin
+/// crate's own name, version and description (from its `Cargo.toml`), so a
+/// crate named `hello` is the operation type `hello`.
 pub trait Plugin: 'static {
     /// The params the operation takes. Its JSON Schema, derived with
     /// `schemars`, is what `describe()` publishes and what the host checks
     /// every request against before `validate` runs.
     type Params: DeserializeOwned + schemars::JsonSchema;
 
-    /// Who this plugin is. Called once, when the host loads it.
-    fn info() -> PluginInfo;
+    /// Who this plugin is. Called once, when the host loads it. Fields left
+    /// empty are filled from the crate's `Cargo.toml` by [`crate::export_plugin!`]:
+    /// `name` (with `_` as `-`), `version`, `description`, and `title` (the name).
+    fn info() -> PluginInfo {
+        PluginInfo::default()
+    }
 
     /// Checks what the schema cannot express. Return every problem found.
     fn validate(params: &Self::Params) -> Result<(), Vec<FieldError>> {
@@ -44,18 +52,28 @@ pub struct PluginInfo {
     pub exclusivity_group: Option<String>,
 }
 
-impl PluginInfo {
-    /// Info with an empty description, a 10-minute timeout and no retries.
-    pub fn new(name: &str, version: &str, title: &str) -> Self {
+/// The timeout a plugin gets unless it sets one: 10 minutes.
+const DEFAULT_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+
+impl Default for PluginInfo {
+    /// Everything from the crate's metadata, a 10-minute timeout, no retries.
+    fn default() -> Self {
         PluginInfo {
-            name: name.to_owned(),
-            version: version.to_owned(),
-            title: title.to_owned(),
+            name: String::new(),
+            version: String::new(),
+            title: String::new(),
             description: String::new(),
-            default_timeout_ms: 10 * 60 * 1000,
+            default_timeout_ms: DEFAULT_TIMEOUT_MS,
             retry_safe: false,
             exclusivity_group: None,
         }
+    }
+}
+
+impl PluginInfo {
+    /// Info with an empty description, a 10-minute timeout and no retries.
+    pub fn new(name: &str, version: &str, title: &str) -> Self {
+        PluginInfo { name: name.to_owned(), version: version.to_owned(), title: title.to_owned(), ..Self::default() }
     }
 
     /// Sets the description.
@@ -82,10 +100,40 @@ impl PluginInfo {
         self.exclusivity_group = Some(group.to_owned());
         self
     }
+
+    /// Fills the fields left empty from the plugin crate's metadata.
+    pub(crate) fn or_crate(mut self, krate: &CrateMeta) -> Self {
+        if self.name.is_empty() {
+            self.name = krate.name.replace('_', "-");
+        }
+        if self.version.is_empty() {
+            krate.version.clone_into(&mut self.version);
+        }
+        if self.description.is_empty() {
+            krate.description.clone_into(&mut self.description);
+        }
+        if self.title.is_empty() {
+            self.title.clone_from(&self.name);
+        }
+        self
+    }
+}
+
+/// The plugin crate's `Cargo.toml` metadata, captured by
+/// [`crate::export_plugin!`] where `env!` sees the plugin's crate, not the SDK.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct CrateMeta {
+    /// `CARGO_PKG_NAME`.
+    pub name: &'static str,
+    /// `CARGO_PKG_VERSION`.
+    pub version: &'static str,
+    /// `CARGO_PKG_DESCRIPTION`.
+    pub description: &'static str,
 }
 
 /// What a successful run returns.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
     /// One-line summary for the operator.
     pub message: String,
@@ -103,5 +151,29 @@ impl Outcome {
     pub fn with_details(mut self, details: impl serde::Serialize) -> Self {
         self.details = serde_json::to_value(details).ok();
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HELLO: CrateMeta = CrateMeta { name: "hello_world", version: "1.2.3", description: "Says hello." };
+
+    #[test]
+    fn empty_fields_come_from_the_crate() {
+        let info = PluginInfo::default().or_crate(&HELLO);
+        assert_eq!(
+            (info.name.as_str(), info.version.as_str(), info.title.as_str(), info.description.as_str()),
+            ("hello-world", "1.2.3", "hello-world", "Says hello.")
+        );
+        assert_eq!(info.default_timeout_ms, DEFAULT_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn fields_the_plugin_sets_are_kept() {
+        let info = PluginInfo::new("greet", "0.1.0", "Greet").description("Greets.").or_crate(&HELLO);
+        assert_eq!((info.name.as_str(), info.version.as_str(), info.title.as_str()), ("greet", "0.1.0", "Greet"));
+        assert_eq!(info.description, "Greets.");
     }
 }

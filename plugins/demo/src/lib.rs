@@ -3,15 +3,15 @@
 //! It walks four phases (setup up to 30 %, configure up to 60 %, install up to
 //! 90 %, verify up to 100 %) in `steps` equal steps of `step_ms` each; a step
 //! belongs to the phase its progress lands in, so with few steps some phases
-//! pass without a step of their own. It
-//! checks for cancellation before every step, and fails on purpose at
+//! pass without a step of their own. It checks for cancellation around every
+//! step (a cancel also cuts the step's sleep short), and fails on purpose at
 //! `fail_at_step` so failure paths can be tried from the dashboard.
+//!
+//! Its native tests, at the bottom, run it with `opal_sdk::testing`.
 
 use std::time::Duration;
 
-use opal_sdk::{Context, Error, FieldError, Outcome, Plugin, PluginInfo};
-use schemars::JsonSchema;
-use serde::Deserialize;
+use opal_sdk::prelude::*;
 
 /// The demo's params.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -54,7 +54,7 @@ impl Plugin for Demo {
     }
 
     fn run(ctx: &Context, target: &str, params: Params) -> Result<Outcome, Error> {
-        ctx.info(&format!("installing on {target}: {} steps", params.steps));
+        info!(ctx, "installing on {target}: {} steps", params.steps);
         let mut phase = "";
         for step in 1..=params.steps {
             ctx.check_cancelled()?;
@@ -62,13 +62,16 @@ impl Plugin for Demo {
             let name = phase_at(percent);
             if name != phase {
                 phase = name;
-                ctx.phase(name);
-                ctx.info(&format!("entering {name}"));
+                // The demo reports overall progress itself, so its phases
+                // only name what it is doing (`..`: no slice of their own).
+                ctx.phase(name, ..);
+                info!(ctx, "entering {name}");
             }
             if params.fail_at_step == Some(step) {
                 return Err(Error::failed(format!("{name} failed at step {step} of {}", params.steps)));
             }
             ctx.sleep(Duration::from_millis(u64::from(params.step_ms)));
+            ctx.check_cancelled()?;
             ctx.progress(percent, &format!("{name}: step {step} of {}", params.steps));
             ctx.details(&Details { step, steps: params.steps });
         }
@@ -77,7 +80,7 @@ impl Plugin for Demo {
     }
 }
 
-#[derive(serde::Serialize)]
+#[derive(Serialize)]
 struct Details {
     step: u32,
     steps: u32,
@@ -98,7 +101,58 @@ opal_sdk::export_plugin!(Demo);
 
 #[cfg(test)]
 mod tests {
+    use opal_sdk::serde_json::json;
+    use opal_sdk::testing::{self, Harness};
+
     use super::*;
+
+    #[test]
+    fn walks_the_four_phases_and_completes() {
+        let run = testing::run::<Demo>("srv-1", json!({"steps": 8, "step_ms": 250}));
+        assert_eq!(run.completed().message, "installed on srv-1 in 8 steps");
+        assert_eq!(run.phases(), ["setup", "configure", "install", "verify"]);
+        assert_eq!(run.percents(), [12, 25, 37, 50, 62, 75, 87, 100]);
+        assert_eq!(run.progress()[3], (50, "configure: step 4 of 8"));
+        assert_eq!(run.logs()[0], (Level::Info, "installing on srv-1: 8 steps"));
+        assert!(run.logs().contains(&(Level::Info, "entering install")), "{run}");
+        assert_eq!(run.details(), Some(&json!({"step": 8, "steps": 8})));
+        assert_eq!(run.slept(), Duration::from_secs(2), "8 steps of 250 ms, on the virtual clock");
+    }
+
+    #[test]
+    fn stops_at_the_next_step_once_cancelled() {
+        let run = Harness::new().cancel_after_progress(3).run::<Demo>("srv-1", json!({"steps": 8, "step_ms": 250}));
+        run.assert_cancelled();
+        assert_eq!(run.percents(), [12, 25, 37]);
+        assert_eq!(run.details(), Some(&json!({"step": 3, "steps": 8})), "details say how far it got");
+    }
+
+    #[test]
+    fn a_cancel_mid_step_is_not_reported_as_a_finished_step() {
+        let one_minute_steps = json!({"steps": 4, "step_ms": 60_000});
+        let run = Harness::new().cancel_after(Duration::from_secs(90)).run::<Demo>("srv-1", one_minute_steps);
+        run.assert_cancelled();
+        assert_eq!(run.slept(), Duration::from_secs(90), "the second sleep ended at the cancel");
+        assert_eq!(run.percents(), [25], "step 2 was cut short, so only step 1 counts");
+    }
+
+    #[test]
+    fn fails_on_purpose_in_the_phase_of_the_step() {
+        let run = testing::run::<Demo>("srv-1", json!({"steps": 6, "step_ms": 5, "fail_at_step": 4}));
+        assert_eq!(run.failed(), "install failed at step 4 of 6");
+        assert_eq!(run.phases(), ["setup", "configure", "install"]);
+    }
+
+    #[test]
+    fn rejects_what_its_schema_cannot_say() {
+        let run = testing::run::<Demo>("srv-1", json!({"steps": 3, "step_ms": 0, "fail_at_step": 4}));
+        assert_eq!(run.invalid_params(), [FieldError::new("fail_at_step", "must be between 1 and steps (3)")]);
+        let run = testing::run::<Demo>("srv-1", json!({"steps": 3, "step_ms": 0, "colour": "red"}));
+        assert!(run.invalid_params()[0].message.contains("unknown field `colour`"), "{run}");
+        let schema = testing::schema::<Demo>();
+        assert_eq!(schema["properties"]["steps"]["maximum"], 10000);
+        assert_eq!(schema["required"], json!(["steps", "step_ms"]));
+    }
 
     #[test]
     fn progress_is_monotonic_and_ends_at_100() {

@@ -72,7 +72,9 @@ impl Plugin for Faulty {
                     n = black_box(n.wrapping_add(1));
                 }
             }
-            Mode::Sleep => ctx.sleep(Duration::from_secs(3600)),
+            // Not `ctx.sleep`, which wakes up for a cancel: this must stay
+            // blocked in one host call, for the host to stop it by force.
+            Mode::Sleep => std::thread::sleep(Duration::from_secs(3600)),
             Mode::Trap => trap(),
             Mode::Panic => panic!("the disk is on fire"),
             Mode::Memory => {
