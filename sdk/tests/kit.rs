@@ -98,6 +98,22 @@ fn cancel_when_a_predicate_holds_and_before_the_start() {
 }
 
 #[test]
+fn a_cancel_comes_when_it_comes_whether_or_not_the_plugin_looks() {
+    let oblivious = |ctx: &Context| {
+        ctx.progress(10, "one");
+        ctx.progress(20, "two");
+        ctx.progress(30, "three");
+        Ok(Outcome::message("done anyway"))
+    };
+    let run = Harness::new().cancel_after_progress(2).run_fn(oblivious);
+    assert!(run.cancel_requested());
+    assert_eq!(run.completed().message, "done anyway");
+    let shown = run.to_string();
+    let (before, after) = shown.split_once("-- cancel requested --").expect("the moment is shown");
+    assert!(before.contains("two") && after.contains("three"), "{shown}");
+}
+
+#[test]
 fn a_panic_ends_the_run_with_its_message() {
     let run = testing::run::<Stepper>("t", json!({"steps": 3, "panic_at": 2}));
     assert_eq!(run.panicked(), "step 2 exploded");

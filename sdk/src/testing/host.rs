@@ -18,6 +18,7 @@ pub(super) fn record(
 ) -> Run {
     let run = Rc::new(RefCell::new(Run::default()));
     let host = RecordingHost { run: run.clone(), cancel_when, cancel_at, requested: Cell::new(false) };
+    host.requested(); // a plan may cancel before the plugin does anything
     let ctx = Context::new(Box::new(host));
     let ending = match catch(|| f(&ctx)) {
         Ok(Ok(outcome)) => Ending::Completed(outcome),
@@ -55,8 +56,11 @@ struct RecordingHost {
 }
 
 impl RecordingHost {
+    /// Records `event`, then checks the plan: the operator's cancel comes
+    /// when it comes, whether or not the plugin is looking.
     fn push(&self, event: Event) {
         self.run.borrow_mut().events.push(event);
+        self.requested();
     }
 
     /// Whether a cancel is requested now, requesting it if the plan says so.
@@ -77,6 +81,12 @@ impl RecordingHost {
         self.requested.set(true);
         let mut run = self.run.borrow_mut();
         run.cancel_requested_at = Some(run.events.len());
+    }
+
+    /// Records `event` and requests the cancel right after it.
+    fn request_after(&self, event: Event) {
+        self.run.borrow_mut().events.push(event);
+        self.request();
     }
 }
 
@@ -115,13 +125,11 @@ impl Host for RecordingHost {
             Some(at) if clock.saturating_add(duration) >= at => (at.saturating_sub(clock), true),
             _ => (duration, false),
         };
-        {
-            let mut run = self.run.borrow_mut();
-            run.clock = clock.saturating_add(slept);
-            run.events.push(Event::Slept(slept));
-        }
+        self.run.borrow_mut().clock = clock.saturating_add(slept);
         if cancel {
-            self.request();
+            self.request_after(Event::Slept(slept));
+        } else {
+            self.push(Event::Slept(slept));
         }
     }
 }

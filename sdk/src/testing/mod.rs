@@ -86,11 +86,13 @@ type CancelWhen = Rc<dyn Fn(&Run) -> bool>;
 ///
 /// A cancel is *requested* at some point; from then on `ctx.cancelled()` is
 /// true and `ctx.sleep` returns at once, exactly as on the server. What the
-/// plugin does about it is what the test checks. Several `cancel_*` conditions
-/// combine: the first that holds requests the cancel.
+/// plugin does about it is what the test checks. The conditions are checked
+/// before the run, after everything the plugin reports, and at each
+/// `cancelled()` call and sleep; several `cancel_*` conditions combine: the
+/// first that holds requests the cancel.
 #[derive(Clone, Default)]
 pub struct Harness {
-    /// Request a cancel once any of these holds (checked at each cancel check and sleep).
+    /// Request a cancel once any of these holds.
     cancel_when: Vec<CancelWhen>,
     /// Request a cancel once the virtual clock reaches this, even mid-sleep.
     cancel_at: Option<Duration>,
