@@ -5,6 +5,8 @@
 //! goes on.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use opal_host::config::{PluginGrants, TypePolicy};
 use opal_host::sandbox::grants::{DirGrant, ExecRule};
@@ -13,21 +15,24 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 /// A loopback listener that answers every connection with `greeting` and closes it.
-async fn greeter(greeting: &'static str) -> (String, tokio::task::JoinHandle<usize>) {
+/// Returns its address and how many connections it has served so far.
+async fn greeter(greeting: &'static str) -> (String, Served) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    let task = tokio::spawn(async move {
-        let mut served = 0;
+    let served = Served::default();
+    let count = served.clone();
+    tokio::spawn(async move {
         while let Ok(Ok((mut socket, _))) =
             tokio::time::timeout(std::time::Duration::from_secs(30), listener.accept()).await
         {
-            served += 1;
+            count.fetch_add(1, Ordering::SeqCst);
             let _ = socket.write_all(format!("{greeting}\n").as_bytes()).await;
         }
-        served
     });
-    (address, task)
+    (address, served)
 }
+
+type Served = Arc<AtomicUsize>;
 
 async fn probe(server: &TestServer, params: Value) -> Value {
     let reply = server.post("/api/v1/operations", &json!({"type": "prober", "target": "t", "params": params})).await;
@@ -60,8 +65,8 @@ fn setup(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 async fn a_plugin_reaches_what_is_granted_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let (ro, rw) = setup(dir.path());
-    let (granted_addr, granted_task) = greeter("hello from the allowed service").await;
-    let (other_addr, other_task) = greeter("you should not see this").await;
+    let (granted_addr, granted_served) = greeter("hello from the allowed service").await;
+    let (other_addr, other_served) = greeter("you should not see this").await;
     let plugins = plugin_dir(dir.path(), &["prober"]);
     let grants = PluginGrants {
         scratch: true,
@@ -113,17 +118,16 @@ async fn a_plugin_reaches_what_is_granted_and_nothing_else() {
     let left: Vec<_> = std::fs::read_dir(&scratch).map(|d| d.collect()).unwrap_or_default();
     assert!(left.is_empty(), "scratch directories left behind: {left:?}");
 
+    assert_eq!(granted_served.load(Ordering::SeqCst), 1);
+    assert_eq!(other_served.load(Ordering::SeqCst), 0, "the other listener was never reached");
     server.stop().await;
-    granted_task.abort();
-    other_task.abort();
-    let _ = (granted_task.await, other_task.await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_grants_nothing_is_reachable_and_a_command_log_goes_to_the_operation() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());
-    let (address, task) = greeter("unreachable").await;
+    let (address, served) = greeter("unreachable").await;
     let plugins = plugin_dir(dir.path(), &["prober"]);
     let server = TestServer::start_with(dir.path(), |c| c.plugin_dirs = vec![plugins]).await;
     let details = probe(
@@ -135,9 +139,8 @@ async fn without_grants_nothing_is_reachable_and_a_command_log_goes_to_the_opera
         denied(&details, key);
     }
     assert!(details["exec /bin/echo hi"].as_str().unwrap().contains("no command is granted"), "{details}");
+    assert_eq!(served.load(Ordering::SeqCst), 0, "nothing connected");
     server.stop().await;
-    task.abort();
-    assert_eq!(task.await.unwrap_or(0), 0, "nothing connected");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,4 +178,85 @@ async fn command_output_is_streamed_into_the_log() {
     assert!(lines.contains(&("info".into(), "one".into())), "{lines:?}");
     assert!(lines.contains(&("warn".into(), "two".into())), "{lines:?}");
     server.stop().await;
+}
+
+/// A loopback HTTP/1.1 server that answers every request with 200 and `ok`.
+async fn http_server() -> (u16, Served) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let served = Served::default();
+    let count = served.clone();
+    tokio::spawn(async move {
+        while let Ok(Ok((mut socket, _))) =
+            tokio::time::timeout(std::time::Duration::from_secs(30), listener.accept()).await
+        {
+            count.fetch_add(1, Ordering::SeqCst);
+            let mut request = vec![0u8; 4096];
+            let _ = socket.read(&mut request).await;
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+        }
+    });
+    (port, served)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_requests_go_only_where_the_net_grant_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (allowed_port, allowed_served) = http_server().await;
+    let (other_port, other_served) = http_server().await;
+    let plugins = plugin_dir(dir.path(), &["prober"]);
+    let grants = PluginGrants { net: vec![format!("localhost:{allowed_port}").parse().unwrap()], ..Default::default() };
+    let server = TestServer::start_with(dir.path(), |c| {
+        c.plugin_dirs = vec![plugins];
+        c.types.insert("prober".into(), TypePolicy { grants, ..Default::default() });
+    })
+    .await;
+    let (by_name, other_port_url, by_address) = (
+        format!("http://localhost:{allowed_port}/health"),
+        format!("http://localhost:{other_port}/health"),
+        format!("http://127.0.0.1:{allowed_port}/health"),
+    );
+    let details = probe(&server, json!({"http": [by_name, other_port_url, by_address]})).await;
+    assert_eq!(allowed(&details, &format!("http {by_name}")), "status 200");
+    denied(&details, &format!("http {other_port_url}"));
+    // The rule names a host: HTTP is matched by name, and 127.0.0.1 is another name.
+    denied(&details, &format!("http {by_address}"));
+    assert!(details[format!("http {other_port_url}")].as_str().unwrap().contains("HttpRequestDenied"), "{details}");
+    assert_eq!(allowed_served.load(Ordering::SeqCst), 1, "only the request by name reached it");
+    assert_eq!(other_served.load(Ordering::SeqCst), 0, "the other server was never reached");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspect_says_which_imported_capabilities_the_config_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = plugin_dir(dir.path(), &["prober"]).join("prober.wasm");
+    let mut config = opal_host::ServerConfig { data_dir: dir.path().join("data"), ..Default::default() };
+    let sandbox = opal_host::sandbox::Sandbox::new(config.sandbox_config()).unwrap();
+    let plugin = opal_host::registry::load_file(&sandbox, &wasm, &Default::default()).await.unwrap();
+    let report = |config: &opal_host::ServerConfig| {
+        let report = opal_host::registry::PluginReport::new(&plugin, config);
+        report.capabilities.iter().map(|c| (c.capability, c.granted, c.note.clone())).collect::<Vec<_>>()
+    };
+    let none = report(&config);
+    let names: Vec<&str> = none.iter().map(|c| c.0).collect();
+    for wanted in ["filesystem", "network", "http", "exec"] {
+        assert!(names.contains(&wanted), "prober imports {wanted}: {names:?}");
+    }
+    assert!(none.iter().all(|c| !c.1), "nothing is granted by default: {none:?}");
+
+    let grants = PluginGrants {
+        scratch: true,
+        net: vec!["127.0.0.1:22".parse().unwrap()],
+        exec: vec![ExecRule { command: "/bin/echo".into(), args: vec!["**".into()] }],
+        ..Default::default()
+    };
+    config.types.insert("prober".into(), TypePolicy { grants, ..Default::default() });
+    let granted = report(&config);
+    let find = |name: &str| granted.iter().find(|c| c.0 == name).unwrap().clone();
+    assert_eq!(find("filesystem"), ("filesystem", true, "/scratch (rw)".to_owned()));
+    assert_eq!(find("network"), ("network", true, "127.0.0.1:22".to_owned()));
+    assert_eq!(find("exec"), ("exec", true, "/bin/echo **".to_owned()));
+    assert!(!find("environment").1, "the environment is never granted");
 }

@@ -33,6 +33,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::hub::HubConfig;
+use crate::registry::Sources;
+use crate::sandbox::SandboxConfig;
 use crate::sandbox::grants::{DirGrant, ExecRule, NetRule, SCRATCH_GUEST_PATH};
 use crate::ws::WsConfig;
 
@@ -368,6 +370,34 @@ impl ServerConfig {
         }
         config.types = file.types;
         Ok(config)
+    }
+
+    /// The sandbox's settings.
+    pub fn sandbox_config(&self) -> SandboxConfig {
+        SandboxConfig {
+            cache_dir: self.data_dir.join("cache"),
+            memory_limit: self.memory_limit,
+            max_memory_limit: self.max_memory_limit(),
+            log_limit: self.log_limit,
+            max_wasm_stack: self.max_wasm_stack,
+            scratch_root: self.data_dir.join("scratch"),
+            max_instances: self.max_instances,
+        }
+    }
+
+    /// Where the plugins come from: the bundled ones (unless turned off),
+    /// the plugins directories, and the sha256 pins.
+    pub fn plugin_sources(&self) -> Sources {
+        Sources {
+            bundled: if self.bundled_plugins { crate::bundled::BUNDLED.to_vec() } else { Vec::new() },
+            dirs: self.plugin_dirs.clone(),
+            pins: self
+                .types
+                .iter()
+                .filter(|(_, p)| !p.sha256.is_empty())
+                .map(|(n, p)| (n.clone(), p.sha256.clone()))
+                .collect(),
+        }
     }
 
     /// The largest memory cap of any plugin: the default or an override.

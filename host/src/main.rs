@@ -1,4 +1,5 @@
-//! The `opal` command: `opal serve` runs the server.
+//! The `opal` command: `opal serve` runs the server; `opal plugin list` and
+//! `opal plugin inspect FILE` show plugins without one.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +39,39 @@ enum Command {
         #[arg(long)]
         max_concurrent: Option<usize>,
     },
+    /// Plugins: what a server would load, and what one file is and needs.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// The plugins a server with this config would load, and the files it would refuse.
+    List {
+        /// The server's TOML config file (its plugins directories, pins and grants).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// A directory of extra *.wasm plugins. Repeatable.
+        #[arg(long = "plugins")]
+        plugins: Vec<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One plugin file: name, version, opal:plugin version, params schema,
+    /// imports, and whether the config grants each capability it imports.
+    Inspect {
+        /// The component, a .wasm file.
+        file: PathBuf,
+        /// The server's TOML config file, for its pins and grants.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +105,72 @@ fn main() -> anyhow::Result<()> {
                 settings.max_concurrent = n;
             }
             runtime.block_on(serve(settings))
+        }
+        Command::Plugin { command } => runtime.block_on(plugin(command)),
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<ServerConfig> {
+    Ok(match path {
+        Some(path) => ServerConfig::from_file(path)?,
+        None => ServerConfig::default(),
+    })
+}
+
+async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    use opal_host::registry::{PluginReport, Registry};
+    use opal_host::sandbox::Sandbox;
+    // Compiled artifacts go to a throwaway cache: inspecting must not write
+    // into a server's data directory.
+    let cache = tempfile::tempdir().context("cannot make a temporary directory")?;
+    let sandbox_for = |config: &ServerConfig| {
+        let mut sandbox = config.sandbox_config();
+        sandbox.cache_dir = cache.path().join("cache");
+        sandbox.max_instances = 4;
+        Sandbox::new(sandbox)
+    };
+    match command {
+        PluginCommand::List { config, plugins, json } => {
+            let mut config = load_config(config.as_ref())?;
+            config.plugin_dirs.extend(plugins);
+            let sandbox = sandbox_for(&config)?;
+            let registry = Registry::load(&sandbox, config.plugin_sources()).await;
+            let mut reports = Vec::new();
+            for latest in registry.list() {
+                for version in registry.versions(&latest.name) {
+                    let plugin = registry.get_exact(&latest.name, &version.parse()?).expect("a listed version");
+                    reports.push(PluginReport::new(&plugin, &config));
+                }
+            }
+            let refused = registry.refused();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"plugins": reports, "refused": refused}))?
+                );
+            } else {
+                for report in &reports {
+                    print!("{}", report.to_text());
+                }
+                for r in &refused {
+                    println!("refused {}: {}", r.source, r.error);
+                }
+            }
+            Ok(())
+        }
+        PluginCommand::Inspect { file, config, json } => {
+            let config = load_config(config.as_ref())?;
+            let sandbox = sandbox_for(&config)?;
+            let plugin = opal_host::registry::load_file(&sandbox, &file, &config.plugin_sources().pins)
+                .await
+                .with_context(|| format!("{} cannot be loaded", file.display()))?;
+            let report = PluginReport::new(&plugin, &config);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(())
         }
     }
 }

@@ -19,8 +19,8 @@ use crate::engine::{Engine, EngineConfig};
 use crate::hub::{AllowAll, Hub};
 use crate::model::Event;
 use crate::model::Status;
-use crate::registry::{Registry, Sources};
-use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::registry::Registry;
+use crate::sandbox::Sandbox;
 use crate::schedule::Schedules;
 use crate::status::StatusSources;
 use crate::store::{OperationFilter, Publish, Store};
@@ -77,25 +77,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     );
     let _ = sink.0.set(hub.clone());
 
-    let sandbox = Sandbox::new(SandboxConfig {
-        cache_dir: config.data_dir.join("cache"),
-        memory_limit: config.memory_limit,
-        max_memory_limit: config.max_memory_limit(),
-        log_limit: config.log_limit,
-        max_wasm_stack: config.max_wasm_stack,
-        scratch_root: config.data_dir.join("scratch"),
-        max_instances: config.max_instances,
-    })?;
-    let sources = Sources {
-        bundled: if config.bundled_plugins { crate::bundled::BUNDLED.to_vec() } else { Vec::new() },
-        dirs: config.plugin_dirs.clone(),
-        pins: config
-            .types
-            .iter()
-            .filter(|(_, p)| !p.sha256.is_empty())
-            .map(|(n, p)| (n.clone(), p.sha256.clone()))
-            .collect(),
-    };
+    let sandbox = Sandbox::new(config.sandbox_config())?;
+    let sources = config.plugin_sources();
     let registry = Arc::new(Registry::load(&sandbox, sources).await);
     let engine = Engine::start(
         store.clone(),

@@ -44,3 +44,59 @@ fn serve_prints_its_address_answers_and_stops_on_sigterm() {
     };
     assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
 }
+
+/// Runs `opal` with `args`; returns (success, stdout, stderr).
+fn opal(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_opal")).args(args).env("RUST_LOG", "error").output().expect("opal runs");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn plugin_inspect_shows_what_a_file_is_and_which_grants_it_would_get() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm = dir.path().join("demo.wasm");
+    std::fs::write(&wasm, opal_host::bundled::get("demo").unwrap()).unwrap();
+    let config = dir.path().join("opal.toml");
+    std::fs::write(&config, "[types.demo.grants]\nscratch = true\n").unwrap();
+    let wasm = wasm.to_str().unwrap();
+
+    let (ok, text, err) = opal(&["plugin", "inspect", wasm]);
+    assert!(ok, "{err}");
+    assert!(text.starts_with("demo 0.1.0\n"), "{text}");
+    assert!(text.contains(&format!("opal:plugin: {}", opal_host::sandbox::WIT_VERSION)), "{text}");
+    assert!(text.contains("\"steps\""), "the params schema: {text}");
+    // The demo touches no file, socket or command: only the environment shows.
+    assert!(text.contains("environment  not granted  never granted: plugins see an empty environment"), "{text}");
+    assert!(!text.contains("filesystem") && !text.contains("network"), "{text}");
+
+    let (ok, json, err) = opal(&["plugin", "inspect", "--json", "--config", config.to_str().unwrap(), wasm]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(report["name"], "demo");
+    assert!(report["imports"].as_array().unwrap().iter().any(|i| i.as_str().unwrap().starts_with("opal:plugin/progress@")));
+    let capabilities: Vec<&str> =
+        report["capabilities"].as_array().unwrap().iter().map(|c| c["capability"].as_str().unwrap()).collect();
+    assert_eq!(capabilities, ["environment"], "{report}");
+
+    std::fs::write(dir.path().join("junk.wasm"), b"not a component").unwrap();
+    let (ok, _, err) = opal(&["plugin", "inspect", dir.path().join("junk.wasm").to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("junk.wasm cannot be loaded") && err.contains("cannot compile"), "{err}");
+}
+
+#[test]
+fn plugin_list_shows_what_a_server_would_load_and_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    // The same name and version as the bundled demo: refused as a duplicate.
+    std::fs::write(plugins.join("demo-copy.wasm"), opal_host::bundled::get("demo").unwrap()).unwrap();
+    let (ok, text, err) = opal(&["plugin", "list", "--plugins", plugins.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(text.contains("demo 0.1.0\n") && text.contains("source:      bundled"), "{text}");
+    assert!(text.contains("refused") && text.contains("demo-copy.wasm") && text.contains("already loaded from bundled"), "{text}");
+    let (ok, json, _) = opal(&["plugin", "list", "--json"]);
+    assert!(ok);
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(list["plugins"].as_array().unwrap().iter().any(|p| p["name"] == "demo"), "{list}");
+}

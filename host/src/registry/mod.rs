@@ -14,6 +14,7 @@
 //! operation holds the `Arc<Plugin>` it was admitted with, so it runs the
 //! version it started with whatever happens to the file.
 
+mod inspect;
 mod load;
 mod schema;
 
@@ -26,6 +27,7 @@ use serde::Serialize;
 
 use crate::sandbox::Component;
 
+pub use inspect::{CapabilityReport, PluginReport};
 pub use schema::ParamsSchema;
 
 /// Why one plugin could not be loaded.
@@ -381,6 +383,18 @@ impl Registry {
     pub fn summary(&self, plugin: &Plugin) -> PluginSummary {
         plugin.summary(self.versions(&plugin.name))
     }
+}
+
+/// Loads one plugin file as the registry would (pins included), for
+/// `opal plugin inspect`.
+pub async fn load_file(
+    sandbox: &Arc<crate::sandbox::Sandbox>,
+    path: &Path,
+    pins: &BTreeMap<String, Vec<String>>,
+) -> Result<Plugin, LoadError> {
+    let source = path.display().to_string();
+    let wasm = std::fs::read(path).map_err(|e| LoadError::Read(source.clone(), e))?;
+    load::load_one(sandbox, wasm, &source, pins).await
 }
 
 /// The `*.wasm` files directly in `dir`, sorted; none if it does not exist.

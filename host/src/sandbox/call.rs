@@ -195,11 +195,12 @@ fn new_store(
             Fault::Instantiate(format!("cannot open the granted directory {} for {guest}: {e:#}", host.display()))
         })?;
     }
+    let net = Arc::new(net);
     if !net.is_empty() {
         // Connects are checked by address; the implicit bind of a connect is
         // to the unspecified address and port 0. No listening, no UDP.
         wasi.allow_tcp(true).allow_ip_name_lookup(true).allow_udp(false);
-        let net = Arc::new(net);
+        let net = net.clone();
         wasi.socket_addr_check(move |addr, used| {
             let allowed = match used {
                 SocketAddrUse::TcpConnect => net.allows_connect(addr),
@@ -215,7 +216,7 @@ fn new_store(
         wasi.stdout(stream(LogLevel::Info));
         wasi.stderr(stream(LogLevel::Warn));
     }
-    let state = HostState::new(wasi.build(), limits.memory, hooks, budget, grants.exec.clone());
+    let state = HostState::new(wasi.build(), limits.memory, hooks, budget, grants.exec.clone(), net);
     let mut store = Store::new(&sandbox.engine, state);
     let limit = limits.timeout;
     store.limiter(|state| &mut state.memory);

@@ -13,7 +13,9 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::opal::plugin::{progress, types};
-use super::grants::ExecRule;
+use super::grants::{ExecRule, NetPolicy};
+use super::http::NetHooks;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks};
 use crate::model::{LogLevel, Timestamp};
 use crate::progress::LiveProgress;
 
@@ -116,6 +118,8 @@ pub(crate) struct HostState {
     log_budget: Arc<LogBudget>,
     /// The commands this run may execute.
     pub(super) exec: Vec<ExecRule>,
+    http: WasiHttpCtx,
+    http_hooks: NetHooks,
 }
 
 impl HostState {
@@ -125,9 +129,16 @@ impl HostState {
         hooks: Option<RunHooks>,
         log_budget: Arc<LogBudget>,
         exec: Vec<ExecRule>,
+        net: Arc<NetPolicy>,
     ) -> Self {
         let memory = MemoryCap { limit: memory_limit, hit: false };
-        HostState { wasi, table: ResourceTable::new(), memory, hooks, log_budget, exec }
+        let (http, http_hooks) = (WasiHttpCtx::new(), NetHooks { policy: net });
+        HostState { wasi, table: ResourceTable::new(), memory, hooks, log_budget, exec, http, http_hooks }
+    }
+
+    /// What wasi:http works with: the net hooks, the resource table, its context.
+    pub(super) fn http_parts(&mut self) -> (&mut dyn WasiHttpHooks, &mut ResourceTable, &mut WasiHttpCtx) {
+        (&mut self.http_hooks, &mut self.table, &mut self.http)
     }
 
     /// Where this run's log lines go, if it is a run.

@@ -13,6 +13,7 @@ mod call;
 mod compat;
 mod exec;
 pub mod grants;
+mod http;
 mod host;
 mod stdio;
 
@@ -116,6 +117,8 @@ impl Sandbox {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
         bindings::Operation::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| SandboxError::Link(format!("{e:#}")))?;
 

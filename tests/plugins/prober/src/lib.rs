@@ -24,6 +24,9 @@ pub struct Params {
     /// Command lines to run: the program, then its arguments.
     #[serde(default)]
     pub exec: Vec<Vec<String>>,
+    /// `http://host:port/path` URLs to GET through wasi:http; the status is reported.
+    #[serde(default)]
+    pub http: Vec<String>,
 }
 
 /// The plugin.
@@ -69,9 +72,33 @@ impl Plugin for Prober {
                 .map(|o| format!("status {}, stdout {:?}", o.status, o.stdout.trim()));
             report.insert(format!("exec {}", line.join(" ")), said(out).into());
         }
+        for url in &params.http {
+            report.insert(format!("http {url}"), said(http_get(url)).into());
+        }
         ctx.progress(100, "probed");
         Ok(Outcome::message("probed").with_details(serde_json::Value::Object(report)))
     }
+}
+
+/// GETs `url` (`http://authority/path`) through wasi:http; returns the status.
+#[cfg(target_family = "wasm")]
+fn http_get(url: &str) -> Result<String, String> {
+    use wasi::http::{outgoing_handler, types};
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
+    let request = types::OutgoingRequest::new(types::Fields::new());
+    request.set_scheme(Some(&types::Scheme::Http)).map_err(|()| "bad scheme")?;
+    request.set_authority(Some(authority)).map_err(|()| "bad authority")?;
+    request.set_path_with_query(Some(&path)).map_err(|()| "bad path")?;
+    let pending = outgoing_handler::handle(request, None).map_err(|e| format!("{e:?}"))?;
+    pending.subscribe().block();
+    let response = pending.get().ok_or("no response")?.map_err(|()| "response taken")?.map_err(|e| format!("{e:?}"))?;
+    Ok(format!("status {}", response.status()))
+}
+
+#[cfg(not(target_family = "wasm"))]
+fn http_get(_url: &str) -> Result<String, String> {
+    Err("wasi:http exists only inside a component".into())
 }
 
 opal_sdk::export_plugin!(Prober);
