@@ -19,6 +19,7 @@
 //! | [`api`] | the HTTP API |
 //! | [`dashboard`] | the embedded web dashboard served at `/` |
 //! | [`server`] | assembling and stopping all of the above |
+//! | [`scaffold`] | `opal plugin new`: the template of a new plugin crate |
 
 pub mod api;
 pub mod bundled;
@@ -30,6 +31,7 @@ pub mod model;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;
+pub mod scaffold;
 pub mod schedule;
 pub mod server;
 pub mod status;

@@ -1,5 +1,8 @@
 //! The `opal` command: `opal serve` runs the server; `opal plugin list` and
-//! `opal plugin inspect FILE` show plugins without one.
+//! `opal plugin inspect FILE` show plugins without one; `opal plugin new NAME`
+//! starts a plugin crate.
+
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +51,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// Create a plugin crate: `cargo test` runs its native tests, `cargo build
+    /// --target wasm32-wasip2` builds it for `opal serve --plugins`.
+    New(cli::new::NewArgs),
     /// The plugins a server with this config would load, and the files it would refuse.
     List {
         /// The server's TOML config file (its plugins directories, pins and grants).
@@ -130,6 +136,7 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
         Sandbox::new(sandbox)
     };
     match command {
+        PluginCommand::New(args) => cli::new::run(args),
         PluginCommand::List { config, plugins, json } => {
             let mut config = load_config(config.as_ref())?;
             config.plugin_dirs.extend(plugins);

@@ -18,7 +18,8 @@ pub trait Plugin: 'static {
 
     /// Who this plugin is. Called once, when the host loads it. Fields left
     /// empty are filled from the crate's `Cargo.toml` by [`crate::export_plugin!`]:
-    /// `name` (with `_` as `-`), `version`, `description`, and `title` (the name).
+    /// `name` (with `_` as `-`), `version`, `description`, and `title` (the
+    /// name as words: `cert-issue` is "Cert issue").
     fn info() -> PluginInfo {
         PluginInfo::default()
     }
@@ -113,10 +114,17 @@ impl PluginInfo {
             krate.description.clone_into(&mut self.description);
         }
         if self.title.is_empty() {
-            self.title.clone_from(&self.name);
+            self.title = humanize(&self.name);
         }
         self
     }
+}
+
+/// `cert-issue` -> `Cert issue`: a name made into a title for dashboards.
+fn humanize(name: &str) -> String {
+    let words = name.replace('-', " ");
+    let mut chars = words.chars();
+    chars.next().map(|first| first.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }
 
 /// The plugin crate's `Cargo.toml` metadata, captured by
@@ -165,7 +173,7 @@ mod tests {
         let info = PluginInfo::default().or_crate(&HELLO);
         assert_eq!(
             (info.name.as_str(), info.version.as_str(), info.title.as_str(), info.description.as_str()),
-            ("hello-world", "1.2.3", "hello-world", "Says hello.")
+            ("hello-world", "1.2.3", "Hello world", "Says hello.")
         );
         assert_eq!(info.default_timeout_ms, DEFAULT_TIMEOUT_MS);
     }
