@@ -151,7 +151,7 @@ impl Context {
     /// past 100 count as 100, and a reversed range is an empty slice at its end.
     ///
     /// ```
-    /// # use opal_sdk::{Context, testing::Harness};
+    /// # use opal_sdk::Context;
     /// # fn install(ctx: &Context) {
     /// let install = ctx.phase("install", 30..90);
     /// install.progress(50, "unpacking"); // 60 % overall
