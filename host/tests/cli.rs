@@ -48,7 +48,11 @@ fn serve_prints_its_address_answers_and_stops_on_sigterm() {
 /// Runs `opal` with `args`; returns (success, stdout, stderr).
 fn opal(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_opal")).args(args).env("RUST_LOG", "error").output().expect("opal runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -73,7 +77,9 @@ fn plugin_inspect_shows_what_a_file_is_and_which_grants_it_would_get() {
     assert!(ok, "{err}");
     let report: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(report["name"], "demo");
-    assert!(report["imports"].as_array().unwrap().iter().any(|i| i.as_str().unwrap().starts_with("opal:plugin/progress@")));
+    assert!(
+        report["imports"].as_array().unwrap().iter().any(|i| i.as_str().unwrap().starts_with("opal:plugin/progress@"))
+    );
     let capabilities: Vec<&str> =
         report["capabilities"].as_array().unwrap().iter().map(|c| c["capability"].as_str().unwrap()).collect();
     assert_eq!(capabilities, ["environment"], "{report}");
@@ -94,7 +100,10 @@ fn plugin_list_shows_what_a_server_would_load_and_refuse() {
     let (ok, text, err) = opal(&["plugin", "list", "--plugins", plugins.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(text.contains("demo 0.1.0\n") && text.contains("source:      bundled"), "{text}");
-    assert!(text.contains("refused") && text.contains("demo-copy.wasm") && text.contains("already loaded from bundled"), "{text}");
+    assert!(
+        text.contains("refused") && text.contains("demo-copy.wasm") && text.contains("already loaded from bundled"),
+        "{text}"
+    );
     let (ok, json, _) = opal(&["plugin", "list", "--json"]);
     assert!(ok);
     let list: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -15,9 +15,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::opal::plugin::{progress, types};
 use super::grants::{ExecRule, NetPolicy};
 use super::http::NetHooks;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks};
 use crate::model::{LogLevel, Timestamp};
 use crate::progress::LiveProgress;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpHooks};
 
 /// Longest message or log line kept, in bytes; longer ones are cut with a marker.
 const MAX_TEXT: usize = 4096;

@@ -13,8 +13,8 @@ mod call;
 mod compat;
 mod exec;
 pub mod grants;
-mod http;
 mod host;
+mod http;
 mod stdio;
 
 use std::path::PathBuf;
