@@ -11,6 +11,8 @@
 //!   WebSocket client watching them all end.
 //!
 //! Everything runs in this process on loopback, bounded in count and time.
+//! `-- --only-e2e 1` runs each sandbox figure once and the end-to-end phase
+//! in full, for a profile of that phase.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -68,13 +70,15 @@ fn arg(name: &str, default: usize) -> usize {
 #[tokio::main]
 async fn main() {
     let ops = arg("--ops", 5000);
+    // `--only-e2e 1`: just the end-to-end phase, e.g. under a profiler.
+    let only_e2e = arg("--only-e2e", 0) == 1;
     let dir = tempfile::tempdir().unwrap();
     let faulty = wasm("faulty");
 
     // Cold compile versus the precompiled cache (a fresh engine each time, as after a restart).
     let mut cold = Vec::new();
     let mut cached = Vec::new();
-    for i in 0..5 {
+    for i in 0..if only_e2e { 1 } else { 5 } {
         let cache = dir.path().join(format!("c{i}"));
         let sandbox = Sandbox::new(config(&cache)).unwrap();
         let t = Instant::now();
@@ -94,12 +98,12 @@ async fn main() {
         run(&sandbox, &component, "succeed").await;
     }
     let mut noop = Vec::new();
-    for _ in 0..1000 {
+    for _ in 0..if only_e2e { 1 } else { 1000 } {
         noop.push(run(&sandbox, &component, "succeed").await * 1e6);
     }
     // A million reports, minus a no-op run.
     let mut report = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..if only_e2e { 1 } else { 7 } {
         let flood = run(&sandbox, &component, "report_flood").await;
         report.push((flood - median(noop.clone()) / 1e6) / 1e6 * 1e9);
     }
