@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{AuthConfig, AuthSection, LimitsSection, limits::Limits};
 use crate::hub::HubConfig;
 use crate::registry::Sources;
 use crate::sandbox::SandboxConfig;
@@ -78,6 +79,10 @@ pub struct ServerConfig {
     pub ws: WsConfig,
     /// How often `system.status` is checked for changes.
     pub status_interval: Duration,
+    /// Credentials (none: dev mode, loopback only), CORS origins.
+    pub auth: AuthConfig,
+    /// Per-principal rate limits, body size, connections and subscriptions.
+    pub limits: Limits,
 }
 
 /// What the operator sets for one operation type.
@@ -219,6 +224,8 @@ impl Default for ServerConfig {
             hub: HubConfig::default(),
             ws: WsConfig::default(),
             status_interval: Duration::from_secs(2),
+            auth: AuthConfig::dev(),
+            limits: Limits::default(),
         }
     }
 }
@@ -260,6 +267,10 @@ struct ConfigFile {
     plugin_poll_ms: Option<u64>,
     #[serde(default)]
     types: BTreeMap<String, TypePolicy>,
+    #[serde(default)]
+    auth: AuthSection,
+    #[serde(default)]
+    limits: LimitsSection,
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -369,6 +380,8 @@ impl ServerConfig {
             }
         }
         config.types = file.types;
+        config.auth = file.auth.into_config(base).map_err(|e| ConfigError::Value(name.clone(), e))?;
+        config.limits = file.limits.into_limits().map_err(|e| ConfigError::Value(name.clone(), e))?;
         Ok(config)
     }
 

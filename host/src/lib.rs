@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`model`] | the shared data types: operations, events, seqs |
 //! | [`config`] | server settings and defaults |
+//! | [`auth`] | credentials, principals, roles, target scopes and per-principal limits |
 //! | [`store`] | the redb file and its single group-commit writer |
 //! | [`sandbox`] | wasmtime: engine, limits, component cache, calls into plugins |
 //! | [`registry`] | which plugins are loaded, by operation type |
@@ -22,6 +23,7 @@
 //! | [`scaffold`] | `opal plugin new`: the template of a new plugin crate |
 
 pub mod api;
+pub mod auth;
 pub mod bundled;
 pub mod config;
 pub mod dashboard;

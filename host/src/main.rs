@@ -1,6 +1,6 @@
 //! The `opal` command: `opal serve` runs the server; `opal plugin list` and
 //! `opal plugin inspect FILE` show plugins without one; `opal plugin new NAME`
-//! starts a plugin crate.
+//! starts a plugin crate; `opal token new` makes an API token.
 
 mod cli;
 
@@ -42,11 +42,22 @@ enum Command {
         #[arg(long)]
         max_concurrent: Option<usize>,
     },
+    /// API tokens: make one, with the config lines that accept it.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Plugins: what a server would load, and what one file is and needs.
     Plugin {
         #[command(subcommand)]
         command: PluginCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A fresh random token (printed once) and its `[[auth.tokens]]` entry, which holds only its sha256.
+    New(cli::token::NewTokenArgs),
 }
 
 #[derive(Subcommand)]
@@ -113,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(serve(settings))
         }
         Command::Plugin { command } => runtime.block_on(plugin(command)),
+        Command::Token { command: TokenCommand::New(args) } => cli::token::run(args),
     }
 }
 

@@ -65,6 +65,7 @@ impl Publish for LateHub {
 
 /// Starts a server with `config`; returns once it accepts connections.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
+    crate::auth::check_bind(config.listen, &config.auth).map_err(anyhow::Error::msg)?;
     let sink = Arc::new(LateHub(OnceLock::new()));
     let (store, writer) = Store::open(&config.data_dir, sink.clone())?;
     let terminal =
@@ -97,6 +98,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
 
     let listener = TcpListener::bind(config.listen).await?;
     let addr = listener.local_addr()?;
+    if config.auth.dev_mode() {
+        tracing::warn!(%addr, "dev mode: no credentials are configured, so every caller is admin; listening on loopback only");
+    } else {
+        tracing::info!(
+            tokens = config.auth.tokens.len(),
+            jwt = config.auth.jwt_secret.is_some(),
+            "bearer tokens required"
+        );
+    }
     let shutdown = CancellationToken::new();
     registry.clone().watch(config.plugin_poll, shutdown.clone());
     let schedules = Schedules::start(store.clone(), engine.clone(), shutdown.clone())?;

@@ -3,3 +3,4 @@
 //! needs next; `main.rs` only wires them into the command tree.
 
 pub(crate) mod new;
+pub(crate) mod token;

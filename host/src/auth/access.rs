@@ -1,0 +1,77 @@
+//! [`Access`]: the credentials and limits one server enforces, shared by the
+//! HTTP handlers and the WebSocket tasks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::limits::{ConnectionCounter, ConnectionPermit, Limits, RateLimiter};
+use super::{AuthConfig, Principal};
+
+/// Credentials, limits and their live counters. One per server.
+pub struct Access {
+    /// Who may come in.
+    pub auth: AuthConfig,
+    /// The configured limits.
+    pub limits: Limits,
+    starts: RateLimiter,
+    ws_messages: RateLimiter,
+    connections: ConnectionCounter,
+}
+
+impl Access {
+    /// Enforces `auth` and `limits`.
+    pub fn new(auth: AuthConfig, limits: Limits) -> Arc<Access> {
+        Arc::new(Access {
+            starts: RateLimiter::new(limits.start_burst, limits.starts_per_second),
+            ws_messages: RateLimiter::new(limits.ws_message_burst, limits.ws_messages_per_second),
+            connections: ConnectionCounter::new(limits.max_connections),
+            auth,
+            limits,
+        })
+    }
+
+    /// One operation start by `who`, or how long until it may start one.
+    pub fn take_start(&self, who: &Principal) -> Result<(), Duration> {
+        if who.is_anonymous() { Ok(()) } else { self.starts.take(&who.name) }
+    }
+
+    /// One WebSocket message from `who`, or how long until it may send one.
+    pub fn take_ws_message(&self, who: &Principal) -> Result<(), Duration> {
+        if who.is_anonymous() { Ok(()) } else { self.ws_messages.take(&who.name) }
+    }
+
+    /// A connection slot for `who`: `Ok(None)` when unlimited (dev mode),
+    /// `Err(())` when it has the most it may.
+    pub fn open_connection(&self, who: &Principal) -> Result<Option<ConnectionPermit>, ()> {
+        if who.is_anonymous() {
+            return Ok(None);
+        }
+        self.connections.acquire(&who.name).map(Some).ok_or(())
+    }
+
+    /// Whether a browser page at `origin` may use the API or open the
+    /// WebSocket: its own page (the origin names the `host` the request was
+    /// sent to) or an origin on the allow-list.
+    pub fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
+        let same = host.is_some_and(|host| {
+            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+        });
+        same || self.auth.cors_origins.iter().any(|o| o == origin)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_are_the_page_itself_or_listed() {
+        let auth = AuthConfig { cors_origins: vec!["https://ops.example.com".into()], ..AuthConfig::dev() };
+        let access = Access::new(auth, Limits::default());
+        assert!(access.origin_allowed("http://127.0.0.1:8080", Some("127.0.0.1:8080")));
+        assert!(access.origin_allowed("https://ops.example.com", Some("127.0.0.1:8080")));
+        assert!(!access.origin_allowed("https://evil.example", Some("127.0.0.1:8080")));
+        assert!(!access.origin_allowed("http://127.0.0.1:9999", Some("127.0.0.1:8080")));
+        assert!(!access.origin_allowed("null", None));
+    }
+}
