@@ -8,7 +8,11 @@
 //! Only a command line that the server's config grants to this plugin
 //! (`[types.<name>.grants] exec`) runs; anything else is an error your plugin
 //! can report. The command runs without a shell, with an empty environment and
-//! no stdin; each line it writes also goes to the operation's log.
+//! no stdin; each line it writes also goes to the operation's log while it
+//! runs (stdout at `info`, stderr at `warn`).
+//!
+//! In a native test there is no host to run commands: script their results
+//! with [`crate::testing::Harness::exec`], which also records each call.
 
 use crate::Error;
 
@@ -32,9 +36,23 @@ pub fn run(command: &str, args: &[&str]) -> Result<Output, Error> {
         .map_err(Error::Failed)
 }
 
-/// Outside a component there is no host to run commands for the plugin.
+/// Outside a component, the test kit's script answers
+/// ([`crate::testing::Harness::exec`]); with none, the command is refused.
 #[cfg(not(target_family = "wasm"))]
 pub fn run(command: &str, args: &[&str]) -> Result<Output, Error> {
-    let _ = args;
-    Err(Error::Failed(format!("cannot run {command}: host commands exist only inside the Opal sandbox")))
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    crate::testing::exec_run(command, &args).map_err(Error::Failed)
+}
+
+impl Output {
+    /// A command that exited 0 having written `stdout`: for scripting
+    /// commands in tests.
+    pub fn success(stdout: &str) -> Output {
+        Output { status: 0, stdout: stdout.to_owned(), stderr: String::new() }
+    }
+
+    /// A command that exited with `status` having written `stderr`.
+    pub fn failure(status: i32, stderr: &str) -> Output {
+        Output { status, stdout: String::new(), stderr: stderr.to_owned() }
+    }
 }

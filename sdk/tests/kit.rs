@@ -302,3 +302,37 @@ fn the_real_sleep_returns_soon_after_a_cancel() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(30) && took < Duration::from_secs(1), "a short sleep is one slice: {took:?}");
 }
+
+#[test]
+fn host_commands_are_refused_unless_scripted_and_each_call_is_recorded() {
+    use opal_sdk::exec::{self, Output};
+    let restart = |ctx: &Context| {
+        let out = exec::run("/usr/bin/systemctl", &["restart", "nginx"])?;
+        info!(ctx, "exit {}", out.status);
+        Ok(Outcome::message(out.stdout))
+    };
+    // No script: refused as on a server that grants the plugin no command.
+    let run = testing::run_fn(restart);
+    assert_eq!(
+        run.failed(),
+        "denied: no command is granted to this plugin (asked for \"/usr/bin/systemctl restart nginx\")"
+    );
+    assert_eq!(run.exec_calls(), [["/usr/bin/systemctl", "restart", "nginx"]], "a refused call is still recorded");
+
+    // Scripted: the output's lines reach the log before the plugin's own, as the host streams them.
+    let run = Harness::new()
+        .exec(|_, _| Ok(Output { status: 3, stdout: "one\ntwo\n".into(), stderr: "oops\n".into() }))
+        .run_fn(restart);
+    assert_eq!(run.completed().message, "one\ntwo\n");
+    assert_eq!(
+        run.logs(),
+        [(Level::Info, "one"), (Level::Info, "two"), (Level::Warn, "oops"), (Level::Info, "exit 3")]
+    );
+    assert!(run.to_string().contains("exec     /usr/bin/systemctl restart nginx"), "{run}");
+
+    // Outside a test-kit run there is no host at all.
+    let outside = exec::run("/bin/true", &[]).unwrap_err().to_string();
+    assert!(outside.contains("Harness::exec"), "{outside}");
+    assert_eq!(Output::failure(1, "no"), Output { status: 1, stdout: String::new(), stderr: "no".into() });
+    assert_eq!(Output::success("ok").status, 0);
+}

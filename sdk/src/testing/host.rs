@@ -17,8 +17,9 @@ pub(super) fn record(
     f: impl FnOnce(&Context) -> crate::Result<Outcome>,
 ) -> Run {
     let run = Rc::new(RefCell::new(Run::default()));
-    let host = RecordingHost { run: run.clone(), cancel_when, cancel_at, requested: Cell::new(false) };
+    let host = Rc::new(RecordingHost { run: run.clone(), cancel_when, cancel_at, requested: Cell::new(false) });
     host.requested(); // a plan may cancel before the plugin does anything
+    let _current = Current::install(host.clone());
     let ctx = Context::new(Box::new(host));
     let ending = match catch(|| f(&ctx)) {
         Ok(Ok(outcome)) => Ending::Completed(outcome),
@@ -31,6 +32,36 @@ pub(super) fn record(
     let mut run = std::mem::take(&mut *run.borrow_mut());
     run.ending = Some(ending);
     run
+}
+
+thread_local! {
+    /// The recording host of the run on this thread, for what a plugin
+    /// reaches without its context (host commands: [`super::exec`]).
+    static CURRENT: RefCell<Option<Rc<RecordingHost>>> = const { RefCell::new(None) };
+}
+
+/// Records `event` in this thread's run, as if the plugin had told its
+/// context; nothing happens outside a run.
+pub(super) fn push(event: Event) {
+    if let Some(host) = CURRENT.with(|c| c.borrow().clone()) {
+        host.push(event);
+    }
+}
+
+/// Keeps a run's host as this thread's [`CURRENT`] until dropped.
+struct Current(Option<Rc<RecordingHost>>);
+
+impl Current {
+    fn install(host: Rc<RecordingHost>) -> Current {
+        Current(CURRENT.with(|c| c.replace(Some(host))))
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        CURRENT.with(|c| c.replace(previous));
+    }
 }
 
 /// Calls `f`, turning a panic into its message.
@@ -90,7 +121,7 @@ impl RecordingHost {
     }
 }
 
-impl Host for RecordingHost {
+impl Host for Rc<RecordingHost> {
     fn report(&self, percent: u8, message: &str) {
         self.push(Event::Progress { percent, message: message.to_owned() });
     }

@@ -52,6 +52,7 @@
 //! [`Ending::Panicked`] with the panic's message, as the host fails the
 //! operation with code `panic`.
 
+mod exec;
 mod host;
 mod run;
 
@@ -79,6 +80,9 @@ pub fn schema<P: Plugin>() -> serde_json::Value {
     serde_json::from_str(&crate::export::params_schema::<P>()).expect("schemars writes JSON")
 }
 
+#[cfg(not(target_family = "wasm"))]
+pub(crate) use self::exec::run as exec_run;
+
 /// A predicate over the run so far that decides when to request a cancel.
 type CancelWhen = Rc<dyn Fn(&Run) -> bool>;
 
@@ -96,6 +100,8 @@ pub struct Harness {
     cancel_when: Vec<CancelWhen>,
     /// Request a cancel once the virtual clock reaches this, even mid-sleep.
     cancel_at: Option<Duration>,
+    /// Answers host commands ([`Harness::exec`]); without it they are refused.
+    exec: Option<exec::ExecScript>,
 }
 
 impl Harness {
@@ -152,6 +158,7 @@ impl Harness {
 
     /// Runs a closure as a plugin's `run`; see [`run_fn`].
     pub fn run_fn(&self, f: impl FnOnce(&Context) -> crate::Result<Outcome>) -> Run {
+        let _exec = exec::install(self.exec.clone());
         host::record(self.cancel_when.clone(), self.cancel_at, f)
     }
 }

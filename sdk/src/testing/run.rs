@@ -33,6 +33,13 @@ pub enum Event {
     /// `sleep`, with the virtual time that passed (less than asked if a
     /// cancel cut it short).
     Slept(Duration),
+    /// A host command ([`crate::exec::run`]), before it ran.
+    Exec {
+        /// The program.
+        command: String,
+        /// Its arguments.
+        args: Vec<String>,
+    },
 }
 
 /// How a run ended; the test kit's mirror of the operation's final status.
@@ -235,6 +242,7 @@ impl fmt::Display for Run {
                 Event::Details(details) => writeln!(f, "  details  {details}")?,
                 Event::Log { level, message } => writeln!(f, "  log      {level}: {message}")?,
                 Event::Slept(time) => writeln!(f, "  slept    {time:?}")?,
+                Event::Exec { command, args } => writeln!(f, "  exec     {command} {}", args.join(" "))?,
             }
         }
         if self.cancel_requested_at == Some(self.events.len()) {
