@@ -42,6 +42,8 @@
 //!   assert on its progress, phases, logs, details and ending; simulate a
 //!   cancel.
 //! - [`exec`]: host commands, where the operator granted them.
+//! - [`http`]: HTTP GET with a streaming body, where the operator granted
+//!   the network; canned responses in the test kit.
 //!
 //! The plugin's logic never touches the bindings: the glue lives in `export`,
 //! and the context forwards to a [`context::Host`], which is the WIT imports
@@ -52,6 +54,7 @@ mod error;
 pub mod exec;
 #[doc(hidden)]
 pub mod export;
+pub mod http;
 mod macros;
 mod plugin;
 pub mod testing;

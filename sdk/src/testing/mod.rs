@@ -54,11 +54,13 @@
 
 mod exec;
 mod host;
+pub(crate) mod http;
 mod run;
 
 use std::rc::Rc;
 use std::time::Duration;
 
+pub use self::http::{Reply, SentRequest};
 pub use self::run::{Ending, Event, Run};
 use crate::{Context, Outcome, Plugin};
 
@@ -100,6 +102,8 @@ pub struct Harness {
     cancel_when: Vec<CancelWhen>,
     /// Request a cancel once the virtual clock reaches this, even mid-sleep.
     cancel_at: Option<Duration>,
+    /// Canned HTTP replies by URL ([`Harness::http`]).
+    http: Vec<(String, Reply)>,
     /// Answers host commands ([`Harness::exec`]); without it they are refused.
     exec: Option<exec::ExecScript>,
 }
@@ -159,6 +163,9 @@ impl Harness {
     /// Runs a closure as a plugin's `run`; see [`run_fn`].
     pub fn run_fn(&self, f: impl FnOnce(&Context) -> crate::Result<Outcome>) -> Run {
         let _exec = exec::install(self.exec.clone());
-        host::record(self.cancel_when.clone(), self.cancel_at, f)
+        let http = http::install(&self.http);
+        let mut run = host::record(self.cancel_when.clone(), self.cancel_at, f);
+        run.http_requests = http.finish();
+        run
     }
 }

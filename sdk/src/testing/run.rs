@@ -71,6 +71,8 @@ pub struct Run {
     pub(super) clock: Duration,
     /// How many events there were when the cancel was requested.
     pub(super) cancel_requested_at: Option<usize>,
+    /// The HTTP requests sent ([`Run::http_requests`]).
+    pub(super) http_requests: Vec<super::SentRequest>,
 }
 
 impl Run {
