@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::{AppState, router};
 use crate::config::ServerConfig;
 use crate::engine::{Engine, EngineConfig};
-use crate::hub::{AllowAll, Hub};
+use crate::hub::{Hub, TargetScopes};
 use crate::model::Event;
 use crate::model::Status;
 use crate::registry::Registry;
@@ -118,14 +118,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         started: std::time::Instant::now(),
     };
     status.clone().spawn_broadcast(config.status_interval, shutdown.clone());
+    let access = crate::auth::Access::new(config.auth.clone(), config.limits.clone());
     let sockets = SocketContext {
         hub,
         store,
-        authorize: Arc::new(AllowAll),
+        authorize: Arc::new(TargetScopes),
+        access: access.clone(),
         config: config.ws.clone(),
         shutdown: shutdown.clone(),
     };
-    let state = AppState { engine: engine.clone(), registry, schedules, sockets, status };
+    let state = AppState { engine: engine.clone(), registry, schedules, sockets, status, access };
     let app = router(state);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {

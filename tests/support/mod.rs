@@ -34,6 +34,8 @@ pub struct Reply {
     pub status: u16,
     /// The `Location` header, if any.
     pub location: Option<String>,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
     /// The `Content-Type` header.
     pub content_type: String,
     /// The parsed body.
@@ -113,6 +115,19 @@ impl TestServer {
         }
     }
 
+    /// Polls `GET /operations/{id}` as the holder of `token` until it is terminal (bounded by [`WAIT`]).
+    pub async fn wait_terminal_as(&self, id: &str, token: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let op = self.request_as("GET", &format!("/api/v1/operations/{id}"), Some(token), None).await.body;
+            if matches!(op["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return op;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "operation {id} did not end: {op}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Polls until operation `id` runs and has reported progress (bounded by [`WAIT`]).
     pub async fn wait_progress(&self, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -131,6 +146,41 @@ impl TestServer {
         WsClient::connect(&format!("{}/api/v1/ws", self.base.replacen("http", "ws", 1))).await
     }
 
+    /// `METHOD path` as the holder of `token` (no `Authorization` header if `None`).
+    pub async fn request_as(&self, method: &str, path: &str, token: Option<&str>, body: Option<&Value>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_string());
+        }
+        reply(request.send().await.expect("HTTP request")).await
+    }
+
+    /// The `ws://` URL of the socket endpoint.
+    pub fn ws_url(&self) -> String {
+        format!("{}/api/v1/ws", self.base.replacen("http", "ws", 1))
+    }
+
+    /// Opens a WebSocket with `Authorization: Bearer <token>` and reads its `hello`.
+    pub async fn ws_as(&self, token: &str) -> WsClient {
+        let stream = ws_open(&self.ws_url(), &[("authorization", &format!("Bearer {token}"))])
+            .await
+            .unwrap_or_else(|status| panic!("websocket refused with {status}"));
+        WsClient::greeted(stream).await
+    }
+
+    /// Opens a WebSocket without a header, authenticates with an `auth`
+    /// message, and reads its `hello`.
+    pub async fn ws_auth_message(&self, token: &str) -> WsClient {
+        let mut stream = ws_open(&self.ws_url(), &[]).await.unwrap_or_else(|status| panic!("refused with {status}"));
+        let auth = json!({"type": "auth", "token": token}).to_string();
+        stream.send(Message::Text(auth.into())).await.expect("ws send");
+        WsClient::greeted(stream).await
+    }
+
     /// A WebSocket client connected with `?batch=true`, after its `hello`.
     pub async fn ws_batched(&self) -> WsClient {
         let mut client =
@@ -140,12 +190,41 @@ impl TestServer {
     }
 }
 
+/// Opens a WebSocket to `url` with extra request `headers`; `Err` holds the
+/// HTTP status of a refused upgrade.
+pub async fn ws_open(url: &str, headers: &[(&str, &str)]) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().expect("a websocket URL");
+    for (name, value) in headers {
+        let name =
+            tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+        request.headers_mut().insert(name, value.parse().expect("a header value"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((stream, _)) => Ok(stream),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("websocket connect failed: {e}"),
+    }
+}
+
+/// Reads `stream` until the server closes it; returns the close code (bounded by [`WAIT`]).
+pub async fn close_code(stream: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(WAIT, stream.next()).await.expect("the server closes the socket within the wait") {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
 async fn reply(response: reqwest::Response) -> Reply {
     let status = response.status().as_u16();
     let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (location, content_type) = (header("location"), header("content-type").unwrap_or_default());
+    let retry_after = header("retry-after");
     let text = response.text().await.unwrap_or_default();
-    Reply { status, location, content_type, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    Reply { status, location, retry_after, content_type, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
 }
 
 /// A real WebSocket client speaking Opal's protocol.
@@ -174,7 +253,8 @@ impl WsClient {
         WsClient::greeted(stream).await
     }
 
-    async fn greeted(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
+    /// Speaks Opal's protocol on an open stream: reads the `hello`.
+    pub async fn greeted(stream: WebSocketStream<MaybeTlsStream<TcpStream>>) -> WsClient {
         let batched = false;
         let mut client = WsClient { stream, batched, pending: VecDeque::new(), hello: Value::Null };
         let hello = client.recv().await;

@@ -7,6 +7,7 @@
 //! to problem+json in `problem`, and nowhere else.
 
 mod body;
+mod caller;
 mod operations;
 mod problem;
 mod schedules;
@@ -18,10 +19,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+pub use caller::Caller;
 pub use problem::ApiError;
 
+use crate::auth::{Access, Role};
 use crate::engine::Engine;
-use crate::hub::Principal;
 use crate::registry::{PluginSummary, RefusedPlugin, Registry, Unresolved};
 use crate::schedule::Schedules;
 use crate::status::{StatusSources, SystemStatus};
@@ -40,6 +42,8 @@ pub struct AppState {
     pub sockets: SocketContext,
     /// Figures for `GET /api/v1/status`.
     pub status: StatusSources,
+    /// Credentials and per-principal limits.
+    pub access: Arc<Access>,
 }
 
 /// The whole HTTP app.
@@ -68,9 +72,10 @@ struct PluginList {
     refused: Vec<RefusedPlugin>,
 }
 
-async fn list_plugins(State(app): State<AppState>) -> Json<PluginList> {
+async fn list_plugins(State(app): State<AppState>, caller: Caller) -> Result<Json<PluginList>, ApiError> {
+    caller.require(Role::Viewer, "reading plugins")?;
     let plugins = app.registry.list().iter().map(|p| app.registry.summary(p)).collect();
-    Json(PluginList { plugins, refused: app.registry.refused() })
+    Ok(Json(PluginList { plugins, refused: app.registry.refused() }))
 }
 
 /// `GET /api/v1/plugins/{name}` query parameters.
@@ -82,9 +87,11 @@ struct PluginQuery {
 
 async fn get_plugin(
     State(app): State<AppState>,
+    caller: Caller,
     Path(name): Path<String>,
     query: Result<axum::extract::Query<PluginQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<PluginSummary>, ApiError> {
+    caller.require(Role::Viewer, "reading plugins")?;
     let axum::extract::Query(query) = query.map_err(|e| ApiError::field("", e.body_text()))?;
     let requirement =
         query.version.as_deref().map(version_req).transpose().map_err(|e| ApiError::field("version", e))?;
@@ -108,11 +115,28 @@ struct WsQuery {
     batch: bool,
 }
 
+/// `GET /api/v1/ws`: a request with `Authorization` is authenticated here
+/// (401 if it fails); one without must send an `auth` message first, unless
+/// the server is in dev mode. A browser page from another origin than this
+/// server's and its allow-list gets 403.
 async fn websocket(
     State(app): State<AppState>,
+    headers: axum::http::HeaderMap,
     query: Result<axum::extract::Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
+        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok());
+        let origin = origin.to_str().unwrap_or("");
+        if !app.access.origin_allowed(origin, host) {
+            return Err(ApiError::Forbidden(format!("origin {origin:?} may not open this WebSocket")));
+        }
+    }
+    let principal = match headers.get(axum::http::header::AUTHORIZATION) {
+        Some(_) => Some(Caller::from_headers(&headers, &app)?.0),
+        None if app.access.auth.dev_mode() => Some(crate::auth::Principal::anonymous()),
+        None => None,
+    };
     let axum::extract::Query(query) = query.map_err(|e| ApiError::field("batch", e.body_text()))?;
     let framing = if query.batch { Framing::Lines } else { Framing::OnePerFrame };
     Ok(upgrade
@@ -121,7 +145,7 @@ async fn websocket(
         // connection cheap (the default is 128 KiB per socket).
         .read_buffer_size(4 * 1024)
         .write_buffer_size(16 * 1024)
-        .on_upgrade(move |socket| crate::ws::serve(socket, app.sockets, Principal::Anonymous, framing)))
+        .on_upgrade(move |socket| crate::ws::serve(socket, app.sockets, principal, framing)))
 }
 
 #[derive(serde::Serialize)]
@@ -133,10 +157,11 @@ struct Status {
 }
 
 /// `GET /api/v1/status`.
-async fn status(State(app): State<AppState>) -> Json<Status> {
-    Json(Status {
+async fn status(State(app): State<AppState>, caller: Caller) -> Result<Json<Status>, ApiError> {
+    caller.require(Role::Viewer, "reading the status")?;
+    Ok(Json(Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: app.status.started.elapsed().as_secs(),
         figures: app.status.read(),
-    })
+    }))
 }

@@ -10,8 +10,10 @@ use serde_json::Value;
 
 use super::AppState;
 use super::body::Body;
+use super::caller::Caller;
 use super::problem::ApiError;
-use crate::engine::{SubmitRequest, Submitted};
+use crate::auth::Role;
+use crate::engine::{SubmitError, SubmitRequest, Submitted};
 use crate::model::{Operation, OperationId, Seq, Status};
 use crate::store::OperationFilter;
 
@@ -25,9 +27,24 @@ const MAX_LIMIT: usize = 500;
 
 /// `POST /api/v1/operations`: 202 with the pending operation and its
 /// `Location`; 200 with the original operation for a repeated idempotency key.
-pub(super) async fn create(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let request = parse_create(&body)?;
-    let (status, operation) = match app.engine.submit(request).await? {
+pub(super) async fn create(State(app): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+    caller.require(Role::Operator, "starting an operation")?;
+    app.access.take_start(&caller.0).map_err(|retry_after| ApiError::TooManyRequests {
+        detail: format!("{} is starting operations faster than its limit allows", caller.0.name),
+        retry_after,
+    })?;
+    let mut request = parse_create(&body)?;
+    caller.require_target(&request.target)?;
+    caller.0.audit_name().clone_into(&mut request.created_by);
+    let submitted = app.engine.submit(request).await.map_err(|e| match e {
+        // Another principal's key: don't show its operation unless the caller may see it.
+        SubmitError::KeyReused(op) if !caller.0.sees(&op.target) => ApiError::Conflict {
+            detail: "idempotency_key was already used for a different request".into(),
+            operation: None,
+        },
+        e => e.into(),
+    })?;
+    let (status, operation) = match submitted {
         Submitted::Created(op) => (StatusCode::ACCEPTED, op),
         Submitted::Replayed(op) => (StatusCode::OK, op),
     };
@@ -56,10 +73,23 @@ fn parse_id(id: &str) -> Result<OperationId, ApiError> {
     id.parse().map_err(|_| ApiError::field("id", format!("{id:?} is not an operation id (a 26-character ULID)")))
 }
 
+/// The operation `id` if the caller may see it; a 404 alike for a missing
+/// one and for one outside its targets.
+fn visible(app: &AppState, caller: &Caller, id: OperationId) -> Result<Operation, ApiError> {
+    match app.engine.get(id)? {
+        Some(op) if caller.0.sees(&op.target) => Ok(op),
+        _ => Err(ApiError::NotFound(format!("no operation {id}"))),
+    }
+}
+
 /// `GET /api/v1/operations/{id}`.
-pub(super) async fn get(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Operation>, ApiError> {
-    let id = parse_id(&id)?;
-    app.engine.get(id)?.map(Json).ok_or_else(|| ApiError::NotFound(format!("no operation {id}")))
+pub(super) async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Operation>, ApiError> {
+    caller.require(Role::Viewer, "reading operations")?;
+    visible(&app, &caller, parse_id(&id)?).map(Json)
 }
 
 #[derive(Deserialize)]
@@ -99,8 +129,10 @@ pub(super) struct Page {
 /// `GET /api/v1/operations?status&type&target&created_by&limit&cursor`: newest first.
 pub(super) async fn list(
     State(app): State<AppState>,
+    caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page>, ApiError> {
+    caller.require(Role::Viewer, "reading operations")?;
     let Query(query) = query.map_err(|e| ApiError::field("", e.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
@@ -116,6 +148,7 @@ pub(super) async fn list(
         op_type: query.op_type,
         target: query.target,
         created_by: query.created_by,
+        scope: (!caller.0.scope.is_all()).then(|| caller.0.scope.clone()),
     };
     let operations = app.engine.list(&filter, limit, before)?;
     let next_cursor = (operations.len() == limit).then(|| operations.last().map(|op| op.id.to_string())).flatten();
@@ -130,13 +163,13 @@ pub(super) struct EventsQuery {
 /// `GET /api/v1/operations/{id}/events?since`: the stored event frames, in order.
 pub(super) async fn events(
     State(app): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
+    caller.require(Role::Viewer, "reading operations")?;
     let id = parse_id(&id)?;
-    if app.engine.get(id)?.is_none() {
-        return Err(ApiError::NotFound(format!("no operation {id}")));
-    }
+    visible(&app, &caller, id)?;
     let frames = app.engine.events(id, query.since.unwrap_or(0))?;
     // The frames are stored as JSON already: splice them, don't re-encode.
     let mut body = String::from("{\"events\":[");
@@ -151,9 +184,15 @@ pub(super) async fn events(
 }
 
 /// `POST /api/v1/operations/{id}/cancel`: 202 once the plugin has been asked to stop.
-pub(super) async fn cancel(State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn cancel(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Role::Operator, "cancelling an operation")?;
     let id = parse_id(&id)?;
-    let operation = app.engine.cancel(id, "api").await?;
+    visible(&app, &caller, id)?;
+    let operation = app.engine.cancel(id, caller.0.audit_name()).await?;
     Ok((StatusCode::ACCEPTED, Json(operation)).into_response())
 }
 

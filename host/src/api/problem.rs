@@ -20,14 +20,28 @@ pub enum ApiError {
         /// Each field's problem.
         errors: Vec<FieldError>,
     },
-    /// 404: no such resource.
+    /// 401: no credentials, or credentials that are not valid.
+    Unauthorized(String),
+    /// 403: authenticated, but not allowed to do this.
+    Forbidden(String),
+    /// 404: no such resource (or one the caller may not see).
     NotFound(String),
-    /// 409: conflicts with the current state; the operation in question is included.
+    /// 409: conflicts with the current state; the operation in question is
+    /// included when the caller may see it.
     Conflict {
         /// What conflicts.
         detail: String,
         /// The operation it conflicts with.
-        operation: Box<Operation>,
+        operation: Option<Box<Operation>>,
+    },
+    /// 413: the request body is over the limit.
+    TooLarge(String),
+    /// 429: over a rate limit; `Retry-After` says when to try again.
+    TooManyRequests {
+        /// Which limit.
+        detail: String,
+        /// When a retry can succeed.
+        retry_after: std::time::Duration,
     },
     /// 500: a host-side fault; details go to the log, not the client.
     Internal(String),
@@ -66,11 +80,23 @@ impl IntoResponse for ApiError {
                 errors.as_slice(),
                 None,
             ),
+            ApiError::Unauthorized(detail) => {
+                (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail.as_str(), &[][..], None)
+            }
+            ApiError::Forbidden(detail) => {
+                (StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail.as_str(), &[][..], None)
+            }
             ApiError::NotFound(detail) => {
                 (StatusCode::NOT_FOUND, "not-found", "Not found", detail.as_str(), &[][..], None)
             }
             ApiError::Conflict { detail, operation } => {
-                (StatusCode::CONFLICT, "conflict", "Conflict", detail.as_str(), &[][..], Some(operation.as_ref()))
+                (StatusCode::CONFLICT, "conflict", "Conflict", detail.as_str(), &[][..], operation.as_deref())
+            }
+            ApiError::TooLarge(detail) => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large", detail.as_str(), &[][..], None)
+            }
+            ApiError::TooManyRequests { detail, .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests", detail.as_str(), &[][..], None)
             }
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
@@ -90,7 +116,19 @@ impl IntoResponse for ApiError {
         let kind = format!("https://opal.dev/problems/{kind}");
         let body = Problem { kind: &kind, title, status: status.as_u16(), detail, errors, operation };
         let mut response = (status, axum::Json(body)).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        match &self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"opal\""));
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                // Whole seconds, rounded up: a retry at that time finds a token.
+                let seconds = retry_after.as_millis().div_ceil(1000).max(1);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds as u64));
+            }
+            _ => {}
+        }
         response
     }
 }
@@ -115,11 +153,11 @@ impl From<SubmitError> for ApiError {
                     op.status.as_str(),
                     op.target
                 ),
-                operation: op,
+                operation: Some(op),
             },
             SubmitError::KeyReused(op) => ApiError::Conflict {
                 detail: "idempotency_key was already used for a different request".into(),
-                operation: op,
+                operation: Some(op),
             },
             SubmitError::Plugin(fault) => {
                 ApiError::Plugin(format!("the plugin could not validate the params: it {fault}"))
@@ -135,7 +173,7 @@ impl From<CancelError> for ApiError {
             CancelError::NotFound(id) => ApiError::NotFound(format!("no operation {id}")),
             CancelError::AlreadyEnded(op) => ApiError::Conflict {
                 detail: format!("operation already ended ({})", op.status.as_str()),
-                operation: op,
+                operation: Some(op),
             },
             CancelError::Store(e) => e.into(),
         }

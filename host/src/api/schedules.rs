@@ -9,12 +9,16 @@ use serde::Serialize;
 
 use super::AppState;
 use super::body::Body;
+use super::caller::Caller;
 use super::problem::ApiError;
+use crate::auth::Role;
 use crate::schedule::{NewSchedule, Schedule, ScheduleId};
 
 /// `POST /api/v1/schedules` `{cron, type, target, params?}`: 201 with the schedule.
-pub(super) async fn create(State(app): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn create(State(app): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+    caller.require(Role::Operator, "creating a schedule")?;
     let request = parse(&body)?;
+    caller.require_target(&request.target)?;
     let schedule = app.schedules.create(request).await?;
     let location = format!("/api/v1/schedules/{}", schedule.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(schedule)).into_response())
@@ -40,20 +44,41 @@ pub(super) struct List {
     schedules: Vec<Schedule>,
 }
 
-/// `GET /api/v1/schedules`.
-pub(super) async fn list(State(app): State<AppState>) -> Json<List> {
-    Json(List { schedules: app.schedules.list() })
+/// `GET /api/v1/schedules`: those on the caller's targets.
+pub(super) async fn list(State(app): State<AppState>, caller: Caller) -> Result<Json<List>, ApiError> {
+    caller.require(Role::Viewer, "reading schedules")?;
+    let schedules = app.schedules.list().into_iter().filter(|s| caller.0.sees(&s.target)).collect();
+    Ok(Json(List { schedules }))
+}
+
+/// The schedule `id` if the caller may see it; a 404 alike for a missing one
+/// and for one outside its targets.
+fn visible(app: &AppState, caller: &Caller, id: &str) -> Result<Schedule, ApiError> {
+    let id = parse_id(id)?;
+    app.schedules
+        .get(id)
+        .filter(|s| caller.0.sees(&s.target))
+        .ok_or_else(|| ApiError::NotFound(format!("no schedule {id}")))
 }
 
 /// `GET /api/v1/schedules/{id}`.
-pub(super) async fn get(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<Schedule>, ApiError> {
-    let id = parse_id(&id)?;
-    app.schedules.get(id).map(Json).ok_or_else(|| ApiError::NotFound(format!("no schedule {id}")))
+pub(super) async fn get(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Schedule>, ApiError> {
+    caller.require(Role::Viewer, "reading schedules")?;
+    visible(&app, &caller, &id).map(Json)
 }
 
 /// `DELETE /api/v1/schedules/{id}`: 204.
-pub(super) async fn delete(State(app): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let id = parse_id(&id)?;
+pub(super) async fn delete(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Role::Operator, "deleting a schedule")?;
+    let id = visible(&app, &caller, &id)?.id;
     app.schedules.delete(id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,6 +7,10 @@ use std::time::Duration;
 use super::limits::{ConnectionCounter, ConnectionPermit, Limits, RateLimiter};
 use super::{AuthConfig, Principal};
 
+/// A principal has as many connections open as it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyConnections;
+
 /// Credentials, limits and their live counters. One per server.
 pub struct Access {
     /// Who may come in.
@@ -41,12 +45,12 @@ impl Access {
     }
 
     /// A connection slot for `who`: `Ok(None)` when unlimited (dev mode),
-    /// `Err(())` when it has the most it may.
-    pub fn open_connection(&self, who: &Principal) -> Result<Option<ConnectionPermit>, ()> {
+    /// `Err` when it has the most it may.
+    pub fn open_connection(&self, who: &Principal) -> Result<Option<ConnectionPermit>, TooManyConnections> {
         if who.is_anonymous() {
             return Ok(None);
         }
-        self.connections.acquire(&who.name).map(Some).ok_or(())
+        self.connections.acquire(&who.name).map(Some).ok_or(TooManyConnections)
     }
 
     /// Whether a browser page at `origin` may use the API or open the

@@ -72,7 +72,7 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, AuthError>
     }
     let signature = decode(signature, "signature")?;
     let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes a key of any length");
-    mac.update(token[..token.len() - parts_len(token)].as_bytes());
+    mac.update(&token.as_bytes()[..token.len() - parts_len(token)]);
     // `verify_slice` compares in constant time.
     mac.verify_slice(&signature).map_err(|_| AuthError::BadSignature)?;
     let claims: Claims = serde_json::from_slice(&decode(payload, "payload")?)

@@ -49,7 +49,8 @@ impl Engine {
                 return Ok(self.inner.cancel_pending(queued.op, by).await?);
             }
             if let Some(switch) = switch {
-                *switch.by.lock().expect("cancel switch poisoned") = Some(by.to_owned());
+                // The first to ask is the one who cancelled it; a repeated request changes nothing.
+                switch.by.lock().expect("cancel switch poisoned").get_or_insert_with(|| by.to_owned());
                 switch.requested.store(true, Ordering::Relaxed);
                 let (grace, shutdown, forced) =
                     (self.inner.config.cancel_grace, self.inner.shutdown.clone(), switch.clone());
@@ -78,6 +79,7 @@ impl Inner {
         op.status = Status::Cancelled;
         op.finished_at = Some(now);
         op.message = format!("cancelled by {by} before it started");
+        op.cancelled_by = Some(by.to_owned());
         self.store
             .commit(Change::Operation { kind: EventKind::Cancelled, operation: Arc::new(op.clone()), at: now })
             .await?;

@@ -199,6 +199,7 @@ fn finish(
             } else {
                 ""
             };
+            op.cancelled_by.clone_from(&cancelled_by);
             op.message = match cancelled_by {
                 Some(by) => format!("cancelled by {by}{forced}"),
                 None => format!("cancelled{forced}"),

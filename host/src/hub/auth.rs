@@ -1,17 +1,14 @@
 //! The authorization hook on the subscribe path.
 //!
-//! Every topic a client subscribes to passes through [`Authorize`]. Until
-//! credentials exist ([`AllowAll`]) everything is allowed; the auth work plugs
-//! a real policy in here without touching the hub or the protocol.
+//! Every topic a client subscribes to passes through [`Authorize`]. The
+//! server's policy is [`TargetScopes`]: a `target:<t>` topic outside the
+//! principal's scope is refused; every other topic is allowed, and what it
+//! carries is filtered per connection by the principal's scope (see
+//! `Hub::connect_as`), so `operations` and `type:<name>` show only the
+//! operations the principal may see.
 
 use super::Topic;
-
-/// Who is asking. Connections are anonymous until authentication exists.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Principal {
-    /// No credentials were presented (dev mode).
-    Anonymous,
-}
+pub use crate::auth::Principal;
 
 /// Decides whether a principal may subscribe to a topic.
 pub trait Authorize: Send + Sync + 'static {
@@ -19,11 +16,14 @@ pub trait Authorize: Send + Sync + 'static {
     fn may_subscribe(&self, principal: &Principal, topic: &Topic) -> bool;
 }
 
-/// Allows every subscription: the policy of a server without credentials.
-pub struct AllowAll;
+/// Allows a topic unless it names a target outside the principal's scope.
+pub struct TargetScopes;
 
-impl Authorize for AllowAll {
-    fn may_subscribe(&self, _principal: &Principal, _topic: &Topic) -> bool {
-        true
+impl Authorize for TargetScopes {
+    fn may_subscribe(&self, principal: &Principal, topic: &Topic) -> bool {
+        match topic {
+            Topic::Target(target) => principal.sees(target),
+            Topic::Operations | Topic::Type(_) | Topic::Op(_) | Topic::System => true,
+        }
     }
 }

@@ -27,12 +27,13 @@ use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 
-pub use auth::{AllowAll, Authorize, Principal};
+pub use auth::{Authorize, Principal, TargetScopes};
 pub use lag::LAG_CAP;
 pub use queue::{Frames, Receiver};
 pub use resume::Resumed;
 pub use topic::{EventKey, Topic, UnknownTopic};
 
+use crate::auth::Scope;
 use crate::model::{Event, Operation, OperationId, Seq};
 use crate::store::Publish;
 use lag::{Backlog, Lag};
@@ -91,6 +92,13 @@ struct State {
 
 struct Subscriber {
     topics: HashSet<Topic>,
+    /// The targets the connection's principal may see: events about other
+    /// targets are never queued for it, whatever its topics.
+    scope: Scope,
+    /// Operations named by an `op:<id>` topic that exist but are outside the
+    /// scope: nothing about them is delivered (log lines carry no target, so
+    /// the scope alone cannot stop them).
+    hidden: HashSet<OperationId>,
     queue: queue::Sender,
     lag: Option<Lag>,
     /// Mirrors `lag.is_some()` for the socket task, which checks it after
@@ -120,7 +128,16 @@ fn key(event: &Event) -> EventKey<'_> {
 
 impl Subscriber {
     fn wants(&self, key: &EventKey<'_>) -> bool {
-        self.topics.iter().any(|t| t.matches(key))
+        self.topics.iter().any(|t| t.matches(key)) && self.may_see(key)
+    }
+
+    /// Whether the principal may see the event at all.
+    fn may_see(&self, key: &EventKey<'_>) -> bool {
+        if self.scope.is_all() {
+            return true;
+        }
+        key.op.is_none_or(|(_, target)| self.scope.allows(target))
+            && key.op_id.is_none_or(|id| !self.hidden.contains(&id))
     }
 
     /// Queues `events` (with their `frames`, shared if already built),
@@ -181,16 +198,29 @@ impl Hub {
         self.state.lock().expect("hub state poisoned")
     }
 
-    /// Registers a connection; frames for it arrive on the returned receiver.
+    /// Registers a connection that may see everything; frames for it arrive
+    /// on the returned receiver.
     pub fn connect(self: &Arc<Self>) -> (Connection, Receiver) {
+        self.connect_as(Scope::All)
+    }
+
+    /// Registers a connection that sees only the operations on targets in `scope`.
+    pub fn connect_as(self: &Arc<Self>, scope: Scope) -> (Connection, Receiver) {
         let (queue, frames) = queue::bounded(self.config.queue);
         let closed = Arc::new(AtomicU16::new(0));
         let lagging = Arc::new(AtomicBool::new(false));
         let mut state = self.lock();
         let id = state.next_connection;
         state.next_connection += 1;
-        let subscriber =
-            Subscriber { topics: HashSet::new(), queue, lag: None, lagging: lagging.clone(), closed: closed.clone() };
+        let subscriber = Subscriber {
+            topics: HashSet::new(),
+            scope,
+            hidden: HashSet::new(),
+            queue,
+            lag: None,
+            lagging: lagging.clone(),
+            closed: closed.clone(),
+        };
         state.connections.insert(id, subscriber);
         let hello_seq = state.last_seq;
         drop(state);
@@ -297,7 +327,19 @@ impl Connection {
         if let Some(subscriber) = self.hub.lock().connections.get_mut(&self.id) {
             for topic in topics {
                 subscriber.topics.remove(topic);
+                if let Topic::Op(id) = topic {
+                    subscriber.hidden.remove(id);
+                }
             }
+        }
+    }
+
+    /// Marks operations this connection must never hear about (they exist but
+    /// are outside its scope), before it subscribes to their `op:<id>`
+    /// topics; it then gets what a nonexistent operation's topic gives.
+    pub fn hide(&self, ids: &[OperationId]) {
+        if let Some(subscriber) = self.hub.lock().connections.get_mut(&self.id) {
+            subscriber.hidden.extend(ids.iter().copied());
         }
     }
 

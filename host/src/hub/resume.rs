@@ -67,7 +67,10 @@ impl Connection {
 
     fn snapshot(&self, state: &mut State, topics: &[Topic], reset: bool, known: &[Operation]) -> Resumed {
         let seq = state.last_seq;
-        let frames: Vec<Utf8Bytes> = topics.iter().map(|t| snapshot::frame(state, t, seq, reset, known)).collect();
+        let Some(subscriber) = state.connections.get(&self.id) else { return Resumed::Reset };
+        let visible = |op: &Operation| subscriber.scope.allows(&op.target) && !subscriber.hidden.contains(&op.id);
+        let frames: Vec<Utf8Bytes> =
+            topics.iter().map(|t| snapshot::frame(state, t, seq, reset, known, &visible)).collect();
         let Some(subscriber) = state.connections.get_mut(&self.id) else { return Resumed::Reset };
         subscriber.topics.extend(topics.iter().cloned());
         let mut ok = true;
@@ -88,7 +91,9 @@ impl Connection {
         let missed: Vec<Event> = events
             .filter(|event| {
                 let key = key(event);
-                !subscriber.topics.iter().any(|t| t.matches(&key)) && new.iter().any(|t| t.matches(&key))
+                !subscriber.topics.iter().any(|t| t.matches(&key))
+                    && new.iter().any(|t| t.matches(&key))
+                    && subscriber.may_see(&key)
             })
             .collect();
         let count = missed.len();

@@ -22,8 +22,16 @@ struct Snapshot<'a> {
 
 /// The snapshot of `topic` at `seq`. For operation topics: active operations
 /// (oldest first), then recent terminal ones (newest first), then `known`
-/// ones the view lacks. For `system`: the latest status.
-pub(super) fn frame(state: &State, topic: &Topic, seq: Seq, reset: bool, known: &[Operation]) -> Utf8Bytes {
+/// ones the view lacks; only those `visible` to the connection. For
+/// `system`: the latest status.
+pub(super) fn frame(
+    state: &State,
+    topic: &Topic,
+    seq: Seq,
+    reset: bool,
+    known: &[Operation],
+    visible: &dyn Fn(&Operation) -> bool,
+) -> Utf8Bytes {
     let (operations, status_text);
     if *topic == Topic::System {
         status_text = state.system.as_ref().and_then(|frame| {
@@ -34,13 +42,13 @@ pub(super) fn frame(state: &State, topic: &Topic, seq: Seq, reset: bool, known: 
     } else {
         status_text = None;
         let mut ops: Vec<&Operation> =
-            state.active.values().map(|op| op.as_ref()).filter(|op| topic.covers(op)).collect();
+            state.active.values().map(|op| op.as_ref()).filter(|op| topic.covers(op) && visible(op)).collect();
         ops.sort_by_key(|op| op.id);
-        ops.extend(state.recent.iter().map(|op| op.as_ref()).filter(|op| topic.covers(op)));
+        ops.extend(state.recent.iter().map(|op| op.as_ref()).filter(|op| topic.covers(op) && visible(op)));
         for op in known {
             // Only terminal operations may come from outside the view: an active
             // one is always in it, and a newer state of it would be overwritten.
-            if op.status.is_terminal() && topic.covers(op) && !ops.iter().any(|o| o.id == op.id) {
+            if op.status.is_terminal() && topic.covers(op) && visible(op) && !ops.iter().any(|o| o.id == op.id) {
                 ops.push(op);
             }
         }

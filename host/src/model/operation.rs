@@ -147,6 +147,9 @@ pub struct Operation {
     /// The client's idempotency key, if the request carried one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Who cancelled it (`user:<name>`, or `api` in dev mode), once someone has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
 }
 
 impl Operation {
@@ -177,6 +180,7 @@ impl Operation {
             attempt: 1,
             group: None,
             idempotency_key: None,
+            cancelled_by: None,
         }
     }
 

@@ -9,8 +9,10 @@
 //! the same joined bytes as every other such client. The protocol is in
 //! `docs/protocol.md`.
 
+mod admit;
 mod protocol;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +21,11 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Access;
 use crate::hub::{Authorize, CLOSE_LAGGING, Connection, Frames, Hub, Principal, Receiver, Topic};
 use crate::model::Operation;
 use crate::store::Store;
+pub use admit::{CLOSE_TOKEN_EXPIRED, CLOSE_TOO_MANY_CONNECTIONS, CLOSE_UNAUTHENTICATED};
 pub use protocol::PROTOCOL;
 use protocol::{ClientMessage, ServerMessage};
 
@@ -70,6 +74,8 @@ pub struct SocketContext {
     pub store: Store,
     /// The subscribe-path authorization hook.
     pub authorize: Arc<dyn Authorize>,
+    /// Credentials and per-principal limits.
+    pub access: Arc<Access>,
     /// Timings.
     pub config: WsConfig,
     /// Cancelled at server shutdown.
@@ -85,9 +91,27 @@ pub enum Framing {
     Lines,
 }
 
-/// Serves one upgraded socket until either side closes it.
-pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal, framing: Framing) {
-    let (connection, mut frames) = cx.hub.connect();
+/// Serves one upgraded socket until either side closes it. `principal` is
+/// `None` when the upgrade request carried no credentials: the socket must
+/// then authenticate with its first message (see [`admit`]).
+pub async fn serve(mut socket: WebSocket, cx: SocketContext, principal: Option<Principal>, framing: Framing) {
+    let admitted = match principal {
+        Some(principal) => Ok(principal),
+        None => admit::first_message(&mut socket, &cx.access).await,
+    };
+    let admitted = admitted.and_then(|p| admit::slot(&cx.access, &p).map(|permit| (p, permit)));
+    let (principal, _permit) = match admitted {
+        Ok(admitted) => admitted,
+        Err((code, reason)) => {
+            tracing::debug!(code, %reason, "WebSocket refused");
+            let close = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+            let _ = tokio::time::timeout(cx.config.send_timeout, socket.send(Message::Close(Some(close)))).await;
+            return;
+        }
+    };
+    let expiry = admit::expiry(&principal);
+    let (connection, mut frames) = cx.hub.connect_as(principal.scope.clone());
+    let mut subscribed = HashSet::new();
     let (mut sink, mut stream) = socket.split();
     let send_timeout = cx.config.send_timeout;
     let send = async |sink: &mut futures_util::stream::SplitSink<WebSocket, Message>, message: Message| {
@@ -122,7 +146,14 @@ pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal, f
             message = stream.next() => {
                 last_heard = Instant::now();
                 let reply = match message {
-                    Some(Ok(Message::Text(text))) => handle(&connection, &cx, &principal, &text),
+                    Some(Ok(Message::Text(text))) => match cx.access.take_ws_message(&principal) {
+                        Ok(()) => handle(&connection, &cx, &principal, &mut subscribed, &text),
+                        Err(wait) => Err(("rate_limited", format!(
+                            "{} sends messages faster than its limit allows; this one was dropped, retry in {} ms",
+                            principal.name,
+                            wait.as_millis().max(1)
+                        ))),
+                    },
                     Some(Ok(Message::Binary(_))) => Err(("bad_message", "binary frames are not part of the protocol; send JSON text".to_owned())),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
@@ -155,9 +186,18 @@ pub async fn serve(socket: WebSocket, cx: SocketContext, principal: Principal, f
                 }
             }
             () = cx.shutdown.cancelled() => break (CLOSE_GOING_AWAY, "server shutting down"),
+            () = sleep_until(expiry) => break (CLOSE_TOKEN_EXPIRED, "the token has expired; reconnect with a fresh one"),
         }
     };
     let _ = send(&mut sink, Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
+}
+
+/// Completes at `deadline`, or never without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Runs written before one flush, at most.
@@ -194,7 +234,13 @@ type Reply = Result<Option<String>, (&'static str, String)>;
 
 /// Handles one client text message; returns a direct reply, if any.
 /// Snapshots and replays are not replies: they travel through the hub's queue.
-fn handle(connection: &Connection, cx: &SocketContext, principal: &Principal, text: &str) -> Reply {
+fn handle(
+    connection: &Connection,
+    cx: &SocketContext,
+    principal: &Principal,
+    subscribed: &mut HashSet<Topic>,
+    text: &str,
+) -> Reply {
     if text.len() > MAX_CLIENT_MESSAGE {
         return Err(("too_large", format!("messages are limited to {MAX_CLIENT_MESSAGE} bytes")));
     }
@@ -205,15 +251,41 @@ fn handle(connection: &Connection, cx: &SocketContext, principal: &Principal, te
         ClientMessage::Subscribe { topics, since } => {
             let topics = parse_topics(&topics)?;
             if let Some(denied) = topics.iter().find(|t| !cx.authorize.may_subscribe(principal, t)) {
-                return Err(("forbidden", format!("not allowed to subscribe to {denied}")));
+                return Err(("forbidden", format!("{denied} is outside the targets of {}", principal.name)));
+            }
+            let max = cx.access.limits.max_subscriptions;
+            let added = topics.iter().filter(|t| !subscribed.contains(*t)).collect::<HashSet<_>>().len();
+            if subscribed.len() + added > max {
+                return Err((
+                    "too_many_subscriptions",
+                    format!(
+                        "a connection may hold {max} topics; it holds {} (nothing was subscribed)",
+                        subscribed.len()
+                    ),
+                ));
             }
             let known = known_operations(&cx.store, &topics);
+            // An operation outside the scope is subscribed to like one that
+            // does not exist: an empty snapshot, then nothing, ever.
+            let hidden: Vec<_> = known.iter().filter(|op| !principal.sees(&op.target)).map(|op| op.id).collect();
+            if !hidden.is_empty() {
+                connection.hide(&hidden);
+            }
+            let known: Vec<Operation> = known.into_iter().filter(|op| principal.sees(&op.target)).collect();
+            subscribed.extend(topics.iter().cloned());
             connection.subscribe(&topics, since, &known, &cx.store);
             Ok(None)
         }
         ClientMessage::Unsubscribe { topics } => {
-            connection.unsubscribe(&parse_topics(&topics)?);
+            let topics = parse_topics(&topics)?;
+            for topic in &topics {
+                subscribed.remove(topic);
+            }
+            connection.unsubscribe(&topics);
             Ok(None)
+        }
+        ClientMessage::Auth { .. } => {
+            Err(("bad_message", "this connection is authenticated already; auth is only the first message".into()))
         }
     }
 }

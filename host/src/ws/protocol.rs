@@ -21,6 +21,9 @@ pub(super) enum ClientMessage {
     Unsubscribe { topics: Vec<String> },
     /// Application-level ping; answered with `pong`.
     Ping,
+    /// The bearer token, as the first message of a socket opened without an
+    /// `Authorization` header (browsers cannot set one).
+    Auth { token: String },
 }
 
 /// Server messages other than snapshots and events (those are built once,

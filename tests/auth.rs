@@ -1,0 +1,317 @@
+//! Auth end to end: dev mode's bind rule, every role against every endpoint,
+//! target scoping over HTTP and on every WebSocket topic, expired and forged
+//! credentials, and the WebSocket's ways in and out.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use opal_host::ServerConfig;
+use opal_host::auth::{ApiToken, AuthConfig, Role, Scope, TokenHash, sign_jwt};
+use opal_tests::{TestServer, WsClient, close_code, ws_open};
+use serde_json::{Value, json};
+
+const SECRET: &[u8] = b"a test secret that is long enough for HS256";
+const ADMIN: &str = "opal_admin_token_for_tests_only_0000000000000";
+const OPERATOR: &str = "opal_operator_token_for_tests_only_000000000";
+const VIEWER: &str = "opal_viewer_token_for_tests_only_00000000000";
+
+fn token(name: &str, token: &str, role: Role, targets: &[&str]) -> ApiToken {
+    let scope = if targets.is_empty() { Scope::All } else { Scope::from_patterns(targets).unwrap() };
+    ApiToken { name: name.into(), hash: TokenHash::of(token), role, scope }
+}
+
+/// Credentials: an admin, and an operator and a viewer scoped to `site-a/*`.
+fn credentials(config: &mut ServerConfig) {
+    config.auth = AuthConfig {
+        tokens: vec![
+            token("admin", ADMIN, Role::Admin, &[]),
+            token("operator", OPERATOR, Role::Operator, &["site-a/*"]),
+            token("viewer", VIEWER, Role::Viewer, &["site-a/*"]),
+        ],
+        jwt_secret: Some(SECRET.to_vec()),
+        ..AuthConfig::dev()
+    };
+}
+
+fn jwt(sub: &str, role: &str, targets: &[&str], exp_in: i64) -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    sign_jwt(&json!({"sub": sub, "role": role, "targets": targets, "exp": now + exp_in}), SECRET)
+}
+
+fn long_demo(target: &str) -> Value {
+    json!({"type": "demo", "target": target, "params": {"steps": 600, "step_ms": 100}})
+}
+
+async fn start_as(server: &TestServer, token: &str, body: &Value) -> String {
+    let reply = server.request_as("POST", "/api/v1/operations", Some(token), Some(body)).await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    reply.body["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn dev_mode_refuses_to_listen_off_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        ServerConfig { listen: "0.0.0.0:0".parse().unwrap(), data_dir: dir.path().into(), ..ServerConfig::default() };
+    let err = opal_host::start(config).await.err().expect("no server without credentials on 0.0.0.0").to_string();
+    assert!(err.contains("refusing to listen on 0.0.0.0:0 without credentials"), "{err}");
+    assert!(err.contains("opal token new"), "the message says what to do: {err}");
+}
+
+/// Each row: method, path, body, and the status for no token, a bad token,
+/// the viewer, the operator and the admin, in that order (requests are made
+/// in that order too). `{a}` is a running operation on `site-a/1`, `{b}` one
+/// on `site-b/1`, `{sa}` and `{sb}` schedules on those targets.
+#[tokio::test]
+async fn every_role_against_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), credentials).await;
+    let a = start_as(&server, ADMIN, &long_demo("site-a/1")).await;
+    let b = start_as(&server, ADMIN, &long_demo("site-b/1")).await;
+    let schedule = |target: &str| json!({"cron": "0 3 * * *", "type": "demo", "target": target, "params": {"steps": 1, "step_ms": 0}});
+    let mut schedules = Vec::new();
+    for target in ["site-a/s", "site-b/s"] {
+        let reply = server.request_as("POST", "/api/v1/schedules", Some(ADMIN), Some(&schedule(target))).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        schedules.push(reply.body["id"].as_str().unwrap().to_owned());
+    }
+    let start = |target: &str| Some(json!({"type": "demo", "target": target, "params": {"steps": 1, "step_ms": 0}}));
+    type Row = (&'static str, &'static str, Option<Value>, [&'static [u16]; 5]);
+    let table: Vec<Row> = vec![
+        ("GET", "/healthz", None, [&[200], &[200], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/status", None, [&[401], &[401], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/plugins", None, [&[401], &[401], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/plugins/demo", None, [&[401], &[401], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/operations", None, [&[401], &[401], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/operations/{a}", None, [&[401], &[401], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/operations/{b}", None, [&[401], &[401], &[404], &[404], &[200]]),
+        ("GET", "/api/v1/operations/{a}/events", None, [&[401], &[401], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/operations/{b}/events", None, [&[401], &[401], &[404], &[404], &[200]]),
+        ("POST", "/api/v1/operations", start("site-a/new-{role}"), [&[401], &[401], &[403], &[202], &[202]]),
+        ("POST", "/api/v1/operations", start("site-b/new-{role}"), [&[401], &[401], &[403], &[403], &[202]]),
+        ("GET", "/api/v1/schedules", None, [&[401], &[401], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/schedules/{sa}", None, [&[401], &[401], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/schedules/{sb}", None, [&[401], &[401], &[404], &[404], &[200]]),
+        ("POST", "/api/v1/schedules", Some(schedule("site-a/s-{role}")), [&[401], &[401], &[403], &[201], &[201]]),
+        ("POST", "/api/v1/schedules", Some(schedule("site-b/s-{role}")), [&[401], &[401], &[403], &[403], &[201]]),
+        ("DELETE", "/api/v1/schedules/{sb}", None, [&[401], &[401], &[403], &[404], &[204]]),
+        ("DELETE", "/api/v1/schedules/{sa}", None, [&[401], &[401], &[403], &[204], &[404]]),
+        ("POST", "/api/v1/operations/{b}/cancel", None, [&[401], &[401], &[403], &[404], &[202]]),
+        // The operator's cancel may already have ended it by the admin's turn.
+        ("POST", "/api/v1/operations/{a}/cancel", None, [&[401], &[401], &[403], &[202], &[202, 409]]),
+    ];
+    let callers: [(&str, Option<&str>); 5] = [
+        ("none", None),
+        ("forged", Some("opal_not_a_token")),
+        ("viewer", Some(VIEWER)),
+        ("operator", Some(OPERATOR)),
+        ("admin", Some(ADMIN)),
+    ];
+    for (method, path, body, expected) in &table {
+        for ((role, token), allowed) in callers.iter().zip(expected) {
+            let path = path
+                .replace("{a}", &a)
+                .replace("{b}", &b)
+                .replace("{sa}", &schedules[0])
+                .replace("{sb}", &schedules[1]);
+            let body = body.as_ref().map(|b| serde_json::from_str(&b.to_string().replace("{role}", role)).unwrap());
+            let reply = server.request_as(method, &path, *token, body.as_ref()).await;
+            assert!(allowed.contains(&reply.status), "{method} {path} as {role}: expected {allowed:?}, got {reply:?}");
+            if reply.status >= 400 && *method != "DELETE" {
+                assert_eq!(reply.content_type, "application/problem+json", "{method} {path} as {role}");
+            }
+            if reply.status == 401 {
+                assert!(reply.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{reply:?}");
+            }
+        }
+    }
+    // Audit: who started and who cancelled.
+    let op = server.request_as("GET", &format!("/api/v1/operations/{a}"), Some(ADMIN), None).await.body;
+    assert_eq!(op["created_by"], "user:admin");
+    let mine = server.request_as("GET", "/api/v1/operations?target=site-a/new-operator", Some(ADMIN), None).await;
+    assert_eq!(mine.body["operations"][0]["created_by"], "user:operator", "{mine:?}");
+    let ended = server.wait_terminal_as(&a, ADMIN).await;
+    assert_eq!((ended["status"].as_str(), ended["cancelled_by"].as_str()), (Some("cancelled"), Some("user:operator")));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn expired_forged_and_foreign_tokens_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), credentials).await;
+    let good = jwt("ann", "viewer", &["site-a/*"], 3600);
+    assert_eq!(server.request_as("GET", "/api/v1/operations", Some(&good), None).await.status, 200);
+    let expired = jwt("ann", "viewer", &["site-a/*"], -10);
+    let other_secret = sign_jwt(
+        &json!({"sub": "ann", "role": "admin", "exp": 4_000_000_000u64}),
+        b"not the server's secret, also 32+ bytes",
+    );
+    let (head, rest) = good.split_once('.').unwrap();
+    let sig = rest.rsplit('.').next().unwrap();
+    let elevated = format!("{head}.{}.{sig}", b64(&json!({"sub": "ann", "role": "admin", "exp": 4_000_000_000u64})));
+    let none_alg = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none"})),
+        b64(&json!({"sub": "ann", "role": "admin", "exp": 4_000_000_000u64}))
+    );
+    for (token, words) in [
+        (expired.as_str(), "expired"),
+        (other_secret.as_str(), "signature"),
+        (elevated.as_str(), "signature"),
+        (none_alg.as_str(), "only HS256"),
+        ("opal_unknown", "unknown token"),
+    ] {
+        let reply = server.request_as("GET", "/api/v1/operations", Some(token), None).await;
+        assert_eq!(reply.status, 401, "{token}: {reply:?}");
+        assert!(reply.body["detail"].as_str().unwrap().contains(words), "{token}: {reply:?}");
+        assert_eq!(ws_open(&server.ws_url(), &[("authorization", &format!("Bearer {token}"))]).await.err(), Some(401));
+        let mut socket = ws_open(&server.ws_url(), &[]).await.unwrap();
+        send_json(&mut socket, &json!({"type": "auth", "token": token})).await;
+        assert_eq!(close_code(&mut socket).await, Some(opal_host::ws::CLOSE_UNAUTHENTICATED), "{token}");
+    }
+    server.stop().await;
+}
+
+fn b64(value: &Value) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string())
+}
+
+async fn send_json(
+    socket: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    value: &Value,
+) {
+    use futures_util::SinkExt;
+    socket.send(tokio_tungstenite::tungstenite::Message::Text(value.to_string().into())).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_websocket_authenticates_by_header_or_first_message_and_closes_when_its_token_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| {
+        credentials(config);
+        config.auth.ws_auth_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // By header, and by first message.
+    let mut by_header = server.ws_as(VIEWER).await;
+    by_header.subscribe(&["operations"]).await;
+    let mut by_message = server.ws_auth_message(OPERATOR).await;
+    by_message.subscribe(&["target:site-a/x"]).await;
+    // Nothing sent before the deadline, or something else first: closed, 4401.
+    let mut silent = ws_open(&server.ws_url(), &[]).await.unwrap();
+    assert_eq!(close_code(&mut silent).await, Some(opal_host::ws::CLOSE_UNAUTHENTICATED));
+    let mut rude = ws_open(&server.ws_url(), &[]).await.unwrap();
+    send_json(&mut rude, &json!({"type": "subscribe", "topics": ["operations"]})).await;
+    assert_eq!(close_code(&mut rude).await, Some(opal_host::ws::CLOSE_UNAUTHENTICATED));
+    // A JWT that expires in a second or two: the socket is closed then, with 4419.
+    let short = jwt("ann", "viewer", &["site-a/*"], 2);
+    let mut expiring = server.ws_as(&short).await;
+    expiring.subscribe(&["operations"]).await;
+    assert_eq!(close_code(expiring.stream_mut()).await, Some(opal_host::ws::CLOSE_TOKEN_EXPIRED));
+    // The other sockets are still served.
+    by_header.send(json!({"type": "ping"})).await;
+    assert_eq!(by_header.recv().await["type"], "pong");
+    // A second auth message is a bad message, not a re-login.
+    by_message.send(json!({"type": "auth", "token": ADMIN})).await;
+    assert_eq!(by_message.recv().await["code"], "bad_message");
+    server.stop().await;
+}
+
+/// Every message a client received that mentions site-b in any way (but
+/// the name of a topic it asked for itself).
+fn leaks(messages: &[Value], site_b_ids: &[String]) -> Vec<Value> {
+    messages
+        .iter()
+        .filter(|m| {
+            let mut m = (*m).clone();
+            if let Some(fields) = m.as_object_mut() {
+                fields.remove("topic");
+                fields.remove("topics");
+            }
+            let text = m.to_string();
+            text.contains("site-b") || site_b_ids.iter().any(|id| text.contains(id.as_str()))
+        })
+        .cloned()
+        .collect()
+}
+
+/// Reads messages until `id`'s terminal event has arrived; returns them all.
+async fn read_until_terminal(client: &mut WsClient, id: &str) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        let message = client.recv().await;
+        let done = message["type"] == "event"
+            && message["operation"]["id"] == id
+            && matches!(
+                message["event"].as_str(),
+                Some("operation.completed" | "operation.failed" | "operation.cancelled")
+            );
+        seen.push(message);
+        if done {
+            return seen;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_viewer_scoped_to_site_a_never_hears_of_site_b() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), credentials).await;
+    let quick = |target: &str| json!({"type": "demo", "target": target, "params": {"steps": 4, "step_ms": 5}});
+    let mut site_b = Vec::new();
+    // Before the viewer arrives: history on both sites.
+    site_b.push(start_as(&server, ADMIN, &quick("site-b/x")).await);
+    let early_a = start_as(&server, ADMIN, &quick("site-a/x")).await;
+    server.wait_terminal_as(&site_b[0], ADMIN).await;
+    server.wait_terminal_as(&early_a, ADMIN).await;
+    // A running site-b operation, for op:<id> of something live.
+    let live_b = start_as(&server, ADMIN, &long_demo("site-b/live")).await;
+    site_b.push(live_b.clone());
+
+    let mut viewer = server.ws_as(VIEWER).await;
+    let topics =
+        ["operations", "type:demo", "target:site-a/x", "system", &format!("op:{live_b}"), &format!("op:{}", site_b[0])];
+    let snapshots = viewer.subscribe(&topics).await;
+    let seen_op_b = &snapshots[4]["operations"];
+    assert_eq!(seen_op_b, &json!([]), "an invisible operation looks like a missing one");
+    // Asking for site-b's target topic is refused, by name.
+    viewer.send(json!({"type": "subscribe", "topics": ["target:site-b/x"]})).await;
+    let refusal = viewer.recv().await;
+    assert_eq!(refusal["code"], "forbidden", "{refusal}");
+    // The viewer's second socket, with a resume from seq 0: a replay.
+    let mut resumer = server.ws_auth_message(VIEWER).await;
+    resumer
+        .send(json!({"type": "subscribe", "topics": ["operations", "type:demo", format!("op:{live_b}")], "since": 0}))
+        .await;
+
+    // A mixed run: both sites, progress, logs, failures, cancels.
+    let mut site_a = Vec::new();
+    for i in 0..3 {
+        site_a.push(start_as(&server, OPERATOR, &quick(&format!("site-a/{i}"))).await);
+        site_b.push(start_as(&server, ADMIN, &quick(&format!("site-b/{i}"))).await);
+    }
+    let failing =
+        json!({"type": "demo", "target": "site-b/fail", "params": {"steps": 3, "step_ms": 5, "fail_at_step": 2}});
+    site_b.push(start_as(&server, ADMIN, &failing).await);
+    let cancelled = server.request_as("POST", &format!("/api/v1/operations/{live_b}/cancel"), Some(ADMIN), None).await;
+    assert_eq!(cancelled.status, 202);
+    for id in site_a.iter().chain(&site_b) {
+        server.wait_terminal_as(id, ADMIN).await;
+    }
+    // The last event of the run, on site-a: everything before it has been delivered.
+    let last = start_as(&server, OPERATOR, &quick("site-a/x")).await;
+    let mut messages = snapshots.clone();
+    messages.extend(read_until_terminal(&mut viewer, &last).await);
+    let replayed = read_until_terminal(&mut resumer, &last).await;
+    assert!(messages.iter().any(|m| m["operation"]["id"] == site_a[0].as_str()), "the viewer sees site-a");
+    assert!(replayed.iter().any(|m| m["operation"]["id"] == early_a.as_str()), "and replays its history");
+    assert_eq!(leaks(&messages, &site_b), Vec::<Value>::new(), "live");
+    assert_eq!(leaks(&replayed, &site_b), Vec::<Value>::new(), "replayed");
+    // HTTP agrees: lists are filtered, a target filter outside the scope is empty.
+    let list = server.request_as("GET", "/api/v1/operations?limit=500", Some(VIEWER), None).await.body;
+    assert_eq!(leaks(std::slice::from_ref(&list), &site_b), Vec::<Value>::new());
+    assert_eq!(list["operations"].as_array().unwrap().len(), site_a.len() + 2);
+    let filtered = server.request_as("GET", "/api/v1/operations?target=site-b/x", Some(VIEWER), None).await.body;
+    assert_eq!(filtered["operations"], json!([]));
+    server.stop().await;
+}
