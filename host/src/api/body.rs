@@ -1,6 +1,9 @@
 //! Reading a JSON request body field by field, collecting every problem, so a
 //! 400 lists them all instead of stopping at the first.
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
 use serde_json::{Map, Value};
 
 use super::problem::ApiError;
@@ -8,6 +11,16 @@ use crate::model::FieldError;
 
 /// Longest accepted target, in bytes.
 pub(super) const MAX_TARGET: usize = 256;
+
+/// The request body, or a 413 (over `max_body`) or 400 (unreadable) problem.
+pub(super) fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(format!("the request body is over the server's limit ({})", rejection.body_text()))
+        }
+        _ => ApiError::field("", format!("the body could not be read: {}", rejection.body_text())),
+    })
+}
 
 /// A JSON object body being read; fields are taken out as they are read, so
 /// whatever is left at the end is unknown.

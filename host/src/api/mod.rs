@@ -8,6 +8,7 @@
 
 mod body;
 mod caller;
+mod guard;
 mod operations;
 mod problem;
 mod schedules;
@@ -48,7 +49,8 @@ pub struct AppState {
 
 /// The whole HTTP app.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let access = state.access.clone();
+    let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/api/v1/operations", post(operations::create).get(operations::list))
         .route("/api/v1/operations/{id}", get(operations::get))
@@ -62,7 +64,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ws", get(websocket))
         .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
-        .with_state(state)
+        .with_state(state);
+    guard::guard(app, &access)
 }
 
 #[derive(serde::Serialize)]
@@ -117,21 +120,14 @@ struct WsQuery {
 
 /// `GET /api/v1/ws`: a request with `Authorization` is authenticated here
 /// (401 if it fails); one without must send an `auth` message first, unless
-/// the server is in dev mode. A browser page from another origin than this
-/// server's and its allow-list gets 403.
+/// the server is in dev mode. (A browser page from another origin than this
+/// server's and its allow-list got 403 in `guard` already.)
 async fn websocket(
     State(app): State<AppState>,
     headers: axum::http::HeaderMap,
     query: Result<axum::extract::Query<WsQuery>, axum::extract::rejection::QueryRejection>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
-    if let Some(origin) = headers.get(axum::http::header::ORIGIN) {
-        let host = headers.get(axum::http::header::HOST).and_then(|h| h.to_str().ok());
-        let origin = origin.to_str().unwrap_or("");
-        if !app.access.origin_allowed(origin, host) {
-            return Err(ApiError::Forbidden(format!("origin {origin:?} may not open this WebSocket")));
-        }
-    }
     let principal = match headers.get(axum::http::header::AUTHORIZATION) {
         Some(_) => Some(Caller::from_headers(&headers, &app)?.0),
         None if app.access.auth.dev_mode() => Some(crate::auth::Principal::anonymous()),

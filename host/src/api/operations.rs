@@ -27,13 +27,17 @@ const MAX_LIMIT: usize = 500;
 
 /// `POST /api/v1/operations`: 202 with the pending operation and its
 /// `Location`; 200 with the original operation for a repeated idempotency key.
-pub(super) async fn create(State(app): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
     caller.require(Role::Operator, "starting an operation")?;
     app.access.take_start(&caller.0).map_err(|retry_after| ApiError::TooManyRequests {
         detail: format!("{} is starting operations faster than its limit allows", caller.0.name),
         retry_after,
     })?;
-    let mut request = parse_create(&body)?;
+    let mut request = parse_create(&super::body::bytes(body)?)?;
     caller.require_target(&request.target)?;
     caller.0.audit_name().clone_into(&mut request.created_by);
     let submitted = app.engine.submit(request).await.map_err(|e| match e {

@@ -15,9 +15,13 @@ use crate::auth::Role;
 use crate::schedule::{NewSchedule, Schedule, ScheduleId};
 
 /// `POST /api/v1/schedules` `{cron, type, target, params?}`: 201 with the schedule.
-pub(super) async fn create(State(app): State<AppState>, caller: Caller, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(app): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
     caller.require(Role::Operator, "creating a schedule")?;
-    let request = parse(&body)?;
+    let request = parse(&super::body::bytes(body)?)?;
     caller.require_target(&request.target)?;
     let schedule = app.schedules.create(request).await?;
     let location = format!("/api/v1/schedules/{}", schedule.id);
