@@ -19,7 +19,7 @@ use crate::model::Timestamp;
 use crate::registry::Registry;
 
 /// The figures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SystemStatus {
     /// Operations running now.
     pub active_operations: usize,

@@ -9,6 +9,7 @@
 mod body;
 mod caller;
 mod guard;
+mod openapi;
 mod operations;
 mod problem;
 mod schedules;
@@ -21,7 +22,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 
 pub use caller::Caller;
+pub use openapi::document as openapi_document;
 pub use problem::ApiError;
+use problem::Problem;
 
 use crate::auth::{Access, Role};
 use crate::engine::Engine;
@@ -51,7 +54,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let access = state.access.clone();
     let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/operations", post(operations::create).get(operations::list))
         .route("/api/v1/operations/{id}", get(operations::get))
         .route("/api/v1/operations/{id}/events", get(operations::events))
@@ -68,13 +72,23 @@ pub fn router(state: AppState) -> Router {
     guard::guard(app, &access)
 }
 
-#[derive(serde::Serialize)]
+/// `GET /healthz`: 200 while the server runs; needs no token.
+#[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
+    responses((status = 200, description = "The server runs", content_type = "text/plain", body = String, example = "ok")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
 struct PluginList {
+    /// Each plugin at its highest loaded version.
     plugins: Vec<PluginSummary>,
     /// Plugin files in the plugins directories that did not load, and why.
     refused: Vec<RefusedPlugin>,
 }
 
+#[utoipa::path(get, path = "/api/v1/plugins", tag = "plugins",
+    responses((status = 200, description = "The loaded plugins, and the files that did not load", body = PluginList), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json")))]
 async fn list_plugins(State(app): State<AppState>, caller: Caller) -> Result<Json<PluginList>, ApiError> {
     caller.require(Role::Viewer, "reading plugins")?;
     let plugins = app.registry.list().iter().map(|p| app.registry.summary(p)).collect();
@@ -82,12 +96,20 @@ async fn list_plugins(State(app): State<AppState>, caller: Caller) -> Result<Jso
 }
 
 /// `GET /api/v1/plugins/{name}` query parameters.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct PluginQuery {
     /// A semver requirement; the highest matching version is shown.
     version: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "The plugin's name (its operation type)"), PluginQuery),
+    responses(
+        (status = 200, description = "The plugin at its highest version, or the highest that meets `version`", body = PluginSummary),
+        (status = 400, description = "version is not a semver requirement", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No such plugin, or no loaded version meets the requirement", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
 async fn get_plugin(
     State(app): State<AppState>,
     caller: Caller,
@@ -144,7 +166,8 @@ async fn websocket(
         .on_upgrade(move |socket| crate::ws::serve(socket, app.sockets, principal, framing)))
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, utoipa::ToSchema)]
+#[schema(as = ServerStatus)]
 struct Status {
     version: &'static str,
     uptime_seconds: u64,
@@ -152,6 +175,8 @@ struct Status {
     figures: SystemStatus,
 }
 
+#[utoipa::path(get, path = "/api/v1/status", tag = "meta",
+    responses((status = 200, description = "Version, uptime and figures", body = Status), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json")))]
 /// `GET /api/v1/status`.
 async fn status(State(app): State<AppState>, caller: Caller) -> Result<Json<Status>, ApiError> {
     caller.require(Role::Viewer, "reading the status")?;

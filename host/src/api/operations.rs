@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::AppState;
 use super::body::Body;
 use super::caller::Caller;
-use super::problem::ApiError;
+use super::problem::{ApiError, Problem};
 use crate::auth::Role;
 use crate::engine::{SubmitError, SubmitRequest, Submitted};
 use crate::model::{Operation, OperationId, Seq, Status};
@@ -25,6 +25,22 @@ const MAX_VERSION_REQ: usize = 100;
 const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
+#[utoipa::path(post, path = "/api/v1/operations", tag = "operations",
+    request_body(content = super::openapi::NewOperation, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Admitted: the pending operation", body = Operation,
+            headers(("Location" = String, description = "/api/v1/operations/{id}"))),
+        (status = 200, description = "A retry with a used idempotency_key: the operation it created", body = Operation,
+            headers(("Location" = String, description = "/api/v1/operations/{id}"))),
+        (status = 400, description = "Invalid: every field error is listed", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not start operations, or not on this target", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No plugin implements the type", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 409, description = "An operation of the type or exclusivity group is active on the target, or the key was used for another request", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the limit", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 429, description = "Over the caller's start rate", body = Problem<'static>, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until a start may succeed"))),
+        (status = 502, description = "The plugin failed while validating", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
 /// `POST /api/v1/operations`: 202 with the pending operation and its
 /// `Location`; 200 with the original operation for a repeated idempotency key.
 pub(super) async fn create(
@@ -86,6 +102,12 @@ fn visible(app: &AppState, caller: &Caller, id: OperationId) -> Result<Operation
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", params(("id" = String, Path, description = "The operation id (a ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses(
+        (status = 200, description = "The operation", body = Operation),
+        (status = 400, description = "Not an operation id", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation (or one outside the caller's targets)", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
 /// `GET /api/v1/operations/{id}`.
 pub(super) async fn get(
     State(app): State<AppState>,
@@ -96,16 +118,27 @@ pub(super) async fn get(
     visible(&app, &caller, parse_id(&id)?).map(Json)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
+    /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     cursor: Option<String>,
-    /// One status or several, comma-separated.
+    /// One status or several, comma-separated (`pending,running`).
+    #[param(
+        pattern = "^(pending|running|completed|failed|cancelled)(,(pending|running|completed|failed|cancelled))*$"
+    )]
     status: Option<String>,
+    /// Only this type.
     #[serde(rename = "type")]
     op_type: Option<String>,
+    /// Only this target.
     target: Option<String>,
+    /// Only operations started by this creator (`user:ann`, `schedule:<id>`, `api`).
     created_by: Option<String>,
 }
 
@@ -122,7 +155,8 @@ fn parse_statuses(text: &str) -> Result<Vec<Status>, ApiError> {
         .collect()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = OperationPage)]
 pub(super) struct Page {
     operations: Vec<Operation>,
     /// Pass as `cursor` to get the next (older) page; absent on the last page.
@@ -130,6 +164,11 @@ pub(super) struct Page {
     next_cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/v1/operations", tag = "operations", params(ListQuery),
+    responses(
+        (status = 200, description = "A page of operations, newest first", body = Page),
+        (status = 400, description = "An unknown parameter, or a bad status, limit or cursor", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
 /// `GET /api/v1/operations?status&type&target&created_by&limit&cursor`: newest first.
 pub(super) async fn list(
     State(app): State<AppState>,
@@ -159,19 +198,30 @@ pub(super) async fn list(
     Ok(Json(Page { operations, next_cursor }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
+    /// Only events with a seq above this one.
+    #[param(value_type = Option<u64>, minimum = 0)]
     since: Option<Seq>,
 }
 
+#[utoipa::path(get, path = "/api/v1/operations/{id}/events", tag = "operations", params(("id" = String, Path, description = "The operation id (a ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$"), EventsQuery),
+    responses(
+        (status = 200, description = "Its events, oldest first, log lines included", body = super::openapi::EventList),
+        (status = 400, description = "Not an operation id, or a bad since", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation (or one outside the caller's targets)", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
 /// `GET /api/v1/operations/{id}/events?since`: the stored event frames, in order.
 pub(super) async fn events(
     State(app): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(query): Query<EventsQuery>,
+    query: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Viewer, "reading operations")?;
+    let Query(query) = query.map_err(|e| ApiError::field("since", e.body_text()))?;
     let id = parse_id(&id)?;
     visible(&app, &caller, id)?;
     let frames = app.engine.events(id, query.since.unwrap_or(0))?;
@@ -187,6 +237,14 @@ pub(super) async fn events(
     Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
+#[utoipa::path(post, path = "/api/v1/operations/{id}/cancel", tag = "operations", params(("id" = String, Path, description = "The operation id (a ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses(
+        (status = 202, description = "Cancelling: a pending operation is cancelled at once, a running one is asked to stop", body = Operation),
+        (status = 400, description = "Not an operation id", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not cancel operations", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No such operation (or one outside the caller's targets)", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 409, description = "It already ended; the problem holds it", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
 /// `POST /api/v1/operations/{id}/cancel`: 202 once the plugin has been asked to stop.
 pub(super) async fn cancel(
     State(app): State<AppState>,

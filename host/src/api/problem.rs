@@ -49,16 +49,28 @@ pub enum ApiError {
     Plugin(String),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem, as every error response carries it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(super) struct Problem<'a> {
+    /// `https://opal.dev/problems/<kind>`.
     #[serde(rename = "type")]
+    #[schema(value_type = String)]
     kind: &'a str,
+    /// The kind, for people.
+    #[schema(value_type = String)]
     title: &'a str,
+    /// The HTTP status.
     status: u16,
+    /// What went wrong.
+    #[schema(value_type = String)]
     detail: &'a str,
+    /// Each field's problem (400 only).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    #[schema(value_type = Option<Vec<FieldError>>, nullable = false)]
     errors: &'a [FieldError],
+    /// The operation a 409 is about, when the caller may see it.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Operation>, nullable = false)]
     operation: Option<&'a Operation>,
 }
 

@@ -10,10 +10,20 @@ use serde::Serialize;
 use super::AppState;
 use super::body::Body;
 use super::caller::Caller;
-use super::problem::ApiError;
+use super::problem::{ApiError, Problem};
 use crate::auth::Role;
 use crate::schedule::{NewSchedule, Schedule, ScheduleId};
 
+#[utoipa::path(post, path = "/api/v1/schedules", tag = "schedules",
+    request_body(content = super::openapi::NewSchedule, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The schedule", body = Schedule,
+            headers(("Location" = String, description = "/api/v1/schedules/{id}"))),
+        (status = 400, description = "Invalid: every field error is listed", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not create schedules, or not on this target", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No plugin implements the type", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 413, description = "The body is over the limit", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
 /// `POST /api/v1/schedules` `{cron, type, target, params?}`: 201 with the schedule.
 pub(super) async fn create(
     State(app): State<AppState>,
@@ -43,11 +53,14 @@ fn parse_id(id: &str) -> Result<ScheduleId, ApiError> {
     id.parse().map_err(|_| ApiError::field("id", format!("{id:?} is not a schedule id (a 26-character ULID)")))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ScheduleList)]
 pub(super) struct List {
     schedules: Vec<Schedule>,
 }
 
+#[utoipa::path(get, path = "/api/v1/schedules", tag = "schedules",
+    responses((status = 200, description = "The schedules on the caller's targets", body = List), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json")))]
 /// `GET /api/v1/schedules`: those on the caller's targets.
 pub(super) async fn list(State(app): State<AppState>, caller: Caller) -> Result<Json<List>, ApiError> {
     caller.require(Role::Viewer, "reading schedules")?;
@@ -65,6 +78,12 @@ fn visible(app: &AppState, caller: &Caller, id: &str) -> Result<Schedule, ApiErr
         .ok_or_else(|| ApiError::NotFound(format!("no schedule {id}")))
 }
 
+#[utoipa::path(get, path = "/api/v1/schedules/{id}", tag = "schedules", params(("id" = String, Path, description = "The schedule id (a ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses(
+        (status = 200, description = "The schedule", body = Schedule),
+        (status = 400, description = "Not a schedule id", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No such schedule (or one outside the caller's targets)", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
 /// `GET /api/v1/schedules/{id}`.
 pub(super) async fn get(
     State(app): State<AppState>,
@@ -75,6 +94,13 @@ pub(super) async fn get(
     visible(&app, &caller, &id).map(Json)
 }
 
+#[utoipa::path(delete, path = "/api/v1/schedules/{id}", tag = "schedules", params(("id" = String, Path, description = "The schedule id (a ULID)", pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses(
+        (status = 204, description = "Deleted; the operations it created are kept"),
+        (status = 400, description = "Not a schedule id", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 403, description = "The caller may not delete schedules", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 404, description = "No such schedule (or one outside the caller's targets)", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
 /// `DELETE /api/v1/schedules/{id}`: 204.
 pub(super) async fn delete(
     State(app): State<AppState>,

@@ -10,7 +10,7 @@ pub use operation::{OpError, Operation, OperationId, Status};
 pub use time::Timestamp;
 
 /// A problem with one field of a request, as listed in a 400 response.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field: a JSON Pointer without the leading `/` (`params/steps`).
     pub field: String,

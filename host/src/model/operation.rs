@@ -52,7 +52,7 @@ impl FromStr for OperationId {
 /// Where an operation is in its lifecycle.
 ///
 /// `pending -> running -> completed | failed | cancelled`, and `pending -> cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Accepted and durable, not started yet.
@@ -90,7 +90,7 @@ impl Status {
 /// Codes: `plugin_error` (the plugin reported failure), `invalid_params`,
 /// `timeout`, `trap` (the plugin crashed), `memory_limit`, `interrupted` (the
 /// host stopped while it ran), `internal` (a host-side fault).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OpError {
     /// Stable machine-readable code.
     pub code: String,
@@ -106,9 +106,10 @@ impl OpError {
 }
 
 /// One operation: the unit Opal runs, tracks and reports.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Operation {
     /// Unique id (ULID).
+    #[schema(value_type = String, pattern = "^[0-9A-HJKMNP-TV-Z]{26}$")]
     pub id: OperationId,
     /// The operation type: the plugin's name.
     #[serde(rename = "type")]
@@ -122,6 +123,7 @@ pub struct Operation {
     /// Lifecycle status.
     pub status: Status,
     /// Overall progress, 0-100.
+    #[schema(maximum = 100)]
     pub progress: u8,
     /// What it is doing now, or how it ended.
     pub message: String,
@@ -134,12 +136,16 @@ pub struct Operation {
     /// Who started it: `user:<name>`, `schedule:<id>` or `api`.
     pub created_by: String,
     /// When it was accepted.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// When the plugin started running.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub started_at: Option<Timestamp>,
     /// When it reached a terminal status.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
     /// 1 for the first run; more when re-queued after an interruption.
+    #[schema(minimum = 1)]
     pub attempt: u32,
     /// The exclusivity group it ran in, if its type has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -90,7 +90,7 @@ pub struct Plugin {
 }
 
 /// What `GET /api/v1/plugins` shows of a plugin.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginSummary {
     /// Operation type.
     pub name: String,
@@ -196,7 +196,7 @@ struct FileState {
 }
 
 /// A plugin file that did not load, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RefusedPlugin {
     /// The file.
     pub source: String,

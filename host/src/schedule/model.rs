@@ -51,7 +51,7 @@ impl FromStr for ScheduleId {
 }
 
 /// What happened when a schedule fired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunOutcome {
     /// An operation was created.
@@ -63,22 +63,25 @@ pub enum RunOutcome {
 }
 
 /// One firing of a schedule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ScheduleRun {
     /// When it fired.
+    #[schema(value_type = String, format = DateTime)]
     pub at: Timestamp,
     /// What happened.
     pub outcome: RunOutcome,
     /// The operation created, or the active one that caused a skip.
+    #[schema(value_type = Option<String>)]
     pub operation_id: Option<OperationId>,
     /// Why, in words.
     pub message: String,
 }
 
 /// A recurring operation: `type` on `target` with `params`, on a cron.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Schedule {
     /// Its id.
+    #[schema(value_type = String)]
     pub id: ScheduleId,
     /// Cron expression, UTC; 5 fields, or 6 with seconds first.
     pub cron: String,
@@ -90,8 +93,10 @@ pub struct Schedule {
     /// Params for every operation it creates.
     pub params: serde_json::Value,
     /// When it was created.
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     /// When it fires next.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_run_at: Option<Timestamp>,
     /// Operations it created.
     pub runs: u64,
