@@ -44,8 +44,13 @@ use crate::ws::WsConfig;
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
-    /// Data directory: `opal.redb` and the compiled-plugin cache.
+    /// Data directory: `opal.redb` and, unless `cache_dir` says otherwise,
+    /// the compiled-plugin cache.
     pub data_dir: PathBuf,
+    /// Where compiled plugins are cached; `None` for `<data_dir>/cache`.
+    /// Artifacts are named by component hash and engine configuration, so
+    /// several servers may share one cache.
+    pub cache_dir: Option<PathBuf>,
     /// Directories of extra `*.wasm` plugins, besides the bundled ones.
     pub plugin_dirs: Vec<PathBuf>,
     /// Whether to load the plugins compiled into the binary.
@@ -208,6 +213,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("data"),
+            cache_dir: None,
             plugin_dirs: Vec::new(),
             bundled_plugins: true,
             progress_window: Duration::from_millis(500),
@@ -251,6 +257,7 @@ pub enum ConfigError {
 struct ConfigFile {
     listen: Option<SocketAddr>,
     data: Option<PathBuf>,
+    cache: Option<PathBuf>,
     #[serde(default)]
     plugins: Vec<PathBuf>,
     progress_window_ms: Option<u64>,
@@ -305,6 +312,7 @@ impl ServerConfig {
         if let Some(data) = file.data {
             config.data_dir = base.join(data);
         }
+        config.cache_dir = file.cache.map(|cache| base.join(cache));
         config.plugin_dirs = file.plugins.into_iter().map(|p| base.join(p)).collect();
         let positive = |what: &str, v: u64| {
             if v == 0 { Err(ConfigError::Value(name.clone(), format!("{what} must be at least 1"))) } else { Ok(v) }
@@ -388,7 +396,7 @@ impl ServerConfig {
     /// The sandbox's settings.
     pub fn sandbox_config(&self) -> SandboxConfig {
         SandboxConfig {
-            cache_dir: self.data_dir.join("cache"),
+            cache_dir: self.cache_dir.clone().unwrap_or_else(|| self.data_dir.join("cache")),
             memory_limit: self.memory_limit,
             max_memory_limit: self.max_memory_limit(),
             log_limit: self.log_limit,

@@ -32,6 +32,9 @@ enum Command {
         /// Data directory, holding opal.redb and the compiled-plugin cache [default: ./data].
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Where compiled plugins are cached [default: <data>/cache]. Servers may share one.
+        #[arg(long)]
+        cache: Option<PathBuf>,
         /// A directory of extra *.wasm plugins, besides the bundled ones. Repeatable.
         #[arg(long = "plugins")]
         plugins: Vec<PathBuf>,
@@ -102,7 +105,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
-        Command::Serve { config, listen, data, plugins, progress_window_ms, max_concurrent } => {
+        Command::Serve { config, listen, data, cache, plugins, progress_window_ms, max_concurrent } => {
             let mut settings = match &config {
                 Some(path) => ServerConfig::from_file(path)?,
                 None => ServerConfig::default(),
@@ -112,6 +115,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(data) = data {
                 settings.data_dir = data;
+            }
+            if let Some(cache) = cache {
+                settings.cache_dir = Some(cache);
             }
             settings.plugin_dirs.extend(plugins);
             if let Some(ms) = progress_window_ms {

@@ -52,6 +52,7 @@ fn dashboard_in_chromium() {
         .env("OPAL_CHROMIUM", &chromium)
         .env("OPAL_SCREENSHOTS", &screenshots)
         .env("OPAL_TMP", tmp.path())
+        .env("OPAL_CACHE", Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so a timeout can take down node, Chromium and

@@ -64,7 +64,9 @@ export class Server {
   }
 
   async launch(listen) {
-    const child = spawn(OPAL_BIN, ["serve", "--listen", listen, "--data", this.data], {
+    // One compiled-plugin cache for every server of the suite (OPAL_CACHE).
+    const cache = process.env.OPAL_CACHE ? ["--cache", process.env.OPAL_CACHE] : [];
+    const child = spawn(OPAL_BIN, ["serve", "--listen", listen, "--data", this.data, ...cache], {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
     });

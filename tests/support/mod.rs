@@ -53,6 +53,9 @@ impl TestServer {
         let mut config = ServerConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.to_path_buf(),
+            // One compiled-plugin cache for every test server: each bundled
+            // plugin is compiled once per build, not once per test.
+            cache_dir: Some(PathBuf::from(concat!(env!("OUT_DIR"), "/plugin-cache"))),
             max_instances: 32,
             ..ServerConfig::default()
         };

@@ -69,10 +69,14 @@ pub(crate) fn load(engine: &Engine, dir: &Path, wasm: &[u8], sha256: &str) -> Re
 }
 
 /// Writes to a temporary file and renames it into place, so a reader never
-/// sees a half-written artifact.
+/// sees a half-written artifact. The temporary name is unique per write, so
+/// servers sharing a cache (in one process or several) never write the same
+/// file at once.
 fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
