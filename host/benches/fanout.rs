@@ -89,11 +89,21 @@ struct Args {
     window_ms: u32,
     idle: usize,
     socketio: bool,
+    /// Print when each kind of event was committed, in 50 ms buckets.
+    timeline: bool,
 }
 
 fn args() -> Args {
-    let mut a =
-        Args { clients: 1000, operations: 200, steps: 20, step_ms: 50, window_ms: 500, idle: 10_000, socketio: false };
+    let mut a = Args {
+        clients: 1000,
+        operations: 200,
+        steps: 20,
+        step_ms: 50,
+        window_ms: 500,
+        idle: 10_000,
+        socketio: false,
+        timeline: false,
+    };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
     while i < argv.len() {
@@ -112,12 +122,17 @@ fn args() -> Args {
                     other => panic!("--server takes opal or socketio, not {other:?}"),
                 };
             }
+            "--timeline" => {
+                a.timeline = true;
+                i += 1;
+                continue;
+            }
             "--bench" => {
                 i += 1;
                 continue;
             }
             other => panic!(
-                "unknown flag {other}; flags: --server --clients --operations --steps --step-ms --window-ms --idle"
+                "unknown flag {other}; flags: --server --clients --operations --steps --step-ms --window-ms --idle --timeline"
             ),
         }
         i += 2;
@@ -175,13 +190,18 @@ impl Server {
 
     /// User + system CPU time, in seconds.
     fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-            + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-        ticks as f64 / 100.0 // USER_HZ is 100 on Linux
+        process_cpu_seconds(&self.child.id().to_string())
     }
+}
+
+/// User + system CPU time of a process (`self` for this one), in seconds.
+fn process_cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ticks as f64 / 100.0 // USER_HZ is 100 on Linux
 }
 
 impl Drop for Server {
@@ -195,6 +215,34 @@ impl Drop for Server {
 /// and 1000 clients on the server's machine should cost it as little as possible.
 fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024)
+}
+
+/// Prints how many events of each kind were committed in each 50 ms after
+/// the first `operation.created`, from every operation's stored events.
+async fn timeline(addr: &str, ids: Vec<String>) {
+    let http = reqwest::Client::new();
+    let mut events = Vec::new();
+    for id in ids {
+        let url = format!("http://{addr}/api/v1/operations/{id}/events");
+        let body: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        for e in body["events"].as_array().unwrap() {
+            let at = humantime::parse_rfc3339(e["at"].as_str().unwrap()).unwrap();
+            events.push((at, e["event"].as_str().unwrap().trim_start_matches("operation.").to_owned()));
+        }
+    }
+    let start = events.iter().map(|(at, _)| *at).min().unwrap();
+    let mut buckets: std::collections::BTreeMap<u128, HashMap<String, usize>> = Default::default();
+    for (at, kind) in events {
+        let bucket = at.duration_since(start).unwrap_or_default().as_millis() / 50 * 50;
+        *buckets.entry(bucket).or_default().entry(kind).or_default() += 1;
+    }
+    eprintln!("committed events per 50 ms (ms after the first created: kind count ...):");
+    for (bucket, kinds) in buckets {
+        let mut kinds: Vec<_> = kinds.into_iter().collect();
+        kinds.sort();
+        let line: Vec<String> = kinds.into_iter().map(|(k, n)| format!("{k} {n}")).collect();
+        eprintln!("  {bucket:>5}: {}", line.join(", "));
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -291,6 +339,7 @@ async fn main() {
 
     // Start the operations.
     let cpu_before = server.cpu_seconds();
+    let clients_cpu_before = process_cpu_seconds("self");
     let started = Instant::now();
     let http = reqwest::Client::new();
     let posts = futures_util::future::join_all((0..a.operations).map(|i| {
@@ -298,10 +347,17 @@ async fn main() {
         let url = format!("http://{}/api/v1/operations", server.addr);
         let body =
             json!({"type": "demo", "target": format!("bench-{i}"), "params": {"steps": a.steps, "step_ms": a.step_ms}});
-        async move { http.post(url).json(&body).send().await.map(|r| r.status().as_u16()) }
+        async move {
+            let reply = http.post(url).json(&body).send().await.ok()?;
+            if reply.status() != 202 {
+                return None;
+            }
+            let body: serde_json::Value = reply.json().await.ok()?;
+            body["id"].as_str().map(str::to_owned)
+        }
     }))
     .await;
-    assert!(posts.iter().all(|p| matches!(p, Ok(202))), "every POST is accepted");
+    assert!(posts.iter().all(Option::is_some), "every POST is accepted");
 
     let mut latencies = Vec::new();
     let mut lost = 0;
@@ -312,6 +368,7 @@ async fn main() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds() - cpu_before;
+    let clients_cpu = process_cpu_seconds("self") - clients_cpu_before;
     let events = delivered.load(Ordering::Relaxed);
     latencies.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let (_, peak_kib) = server.rss_kib();
@@ -354,11 +411,15 @@ async fn main() {
         "events_per_second": events as f64 / elapsed,
         "server_cpu_seconds": cpu,
         "events_per_cpu_second": events as f64 / cpu,
+        "clients_cpu_seconds": clients_cpu,
         "server_peak_rss_mib": peak_kib as f64 / 1024.0,
         "idle_connections": idle.len(),
         "idle_bytes_per_connection": per_idle,
     });
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
     drop(idle);
+    if a.timeline && !a.socketio {
+        timeline(&server.addr, posts.into_iter().flatten().collect()).await;
+    }
     assert_eq!(lost, 0, "terminal events were lost");
 }
