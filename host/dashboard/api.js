@@ -1,11 +1,23 @@
 // The HTTP API (docs/protocol.md), as the page uses it. Every call resolves
 // to `{ok, status, body}`; a network failure is status 0 with a problem body,
-// so callers handle one shape.
+// so callers handle one shape. A 401 asks for a token (auth.js) and tries
+// again once it is given.
+
+import { authHeaders, requireToken, token } from "./auth.js";
 
 const BASE = "/api/v1";
 
 async function call(method, path, body) {
-  const init = { method, headers: { accept: "application/json, application/problem+json" } };
+  for (;;) {
+    const sent = token();
+    const reply = await attempt(method, path, body);
+    if (reply.status !== 401) return reply;
+    await requireToken(reply.body?.detail, sent);
+  }
+}
+
+async function attempt(method, path, body) {
+  const init = { method, headers: { accept: "application/json, application/problem+json", ...authHeaders() } };
   if (body !== undefined) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(body);

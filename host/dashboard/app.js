@@ -3,6 +3,7 @@
 // (`#/operations/<id>`). Everything it shows comes from the public API.
 
 import { api } from "./api.js";
+import { initSignOut } from "./auth.js";
 import { DetailView } from "./detail.js";
 import { byId, setText } from "./dom.js";
 import { opTitle } from "./format.js";
@@ -112,6 +113,7 @@ setInterval(() => {
   system.tick(now);
 }, 1000);
 
+initSignOut();
 loadPlugins();
 route();
 socket.start();

@@ -14,12 +14,21 @@
 // - A socket can die without a close (sleep, a dropped NAT entry). The
 //   server answers our pings, so a socket silent for SILENT_LIMIT_MS is
 //   abandoned and replaced.
+// - On a server with credentials the socket's first message is
+//   `{"type":"auth","token"}` (browsers cannot set headers on a WebSocket).
+//   A close with 4401 (token refused) or 4419 (token expired) asks for a
+//   token (auth.js) and reconnects at once when one is given.
+
+import { onToken, requireToken, token } from "./auth.js";
 
 export const BACKOFF = { baseMs: 500, capMs: 15000, offlineAfter: 4 };
 const PING_EVERY_MS = 15000;
 const SILENT_LIMIT_MS = 40000;
 /** Close code the server uses for a client that fell too far behind: resume at once. */
 const CLOSE_LAGGING = 4008;
+/** Close codes for a token the server refused, or one that expired: ask for another. */
+const CLOSE_UNAUTHENTICATED = 4401;
+const CLOSE_TOKEN_EXPIRED = 4419;
 
 export class LiveSocket {
   /**
@@ -54,6 +63,8 @@ export class LiveSocket {
 
   start() {
     this.setState("connecting");
+    // A new token: start over on a socket that presents it.
+    onToken(() => this.restart());
     this.connect();
     setInterval(() => this.heartbeat(), PING_EVERY_MS);
     window.addEventListener("online", () => this.retryNow());
@@ -79,6 +90,20 @@ export class LiveSocket {
     if (this.greeted) this.send({ type: "unsubscribe", topics: [topic] });
   }
 
+  /** Drops the current socket, if any, and connects again at once. */
+  restart() {
+    const ws = this.ws;
+    if (ws) {
+      ws.onmessage = ws.onclose = null;
+      ws.close();
+      this.ws = null;
+      this.greeted = false;
+    }
+    this.attempt = 0;
+    clearTimeout(this.timer);
+    this.connect();
+  }
+
   /** Reconnects now instead of waiting for the backoff timer. */
   retryNow() {
     if (this.ws) return;
@@ -99,8 +124,13 @@ export class LiveSocket {
     }
     this.ws = ws;
     this.lastHeard = Date.now();
+    ws.sentToken = null;
+    ws.onopen = () => {
+      ws.sentToken = token();
+      if (ws.sentToken) ws.send(JSON.stringify({ type: "auth", token: ws.sentToken }));
+    };
     ws.onmessage = (e) => this.receive(ws, e.data);
-    ws.onclose = (e) => this.dropped(ws, e.code);
+    ws.onclose = (e) => this.dropped(ws, e.code, e.reason);
     // An error is always followed by a close; the close decides what to do.
     ws.onerror = () => {};
   }
@@ -189,10 +219,16 @@ export class LiveSocket {
     this.setState("live");
   }
 
-  dropped(ws, code) {
+  dropped(ws, code, reason) {
     if (ws !== this.ws) return;
     this.ws = null;
     this.greeted = false;
+    if (code === CLOSE_UNAUTHENTICATED || code === CLOSE_TOKEN_EXPIRED) {
+      // Reconnects through onToken once a token is given.
+      this.setState("reconnecting");
+      requireToken(reason, ws.sentToken);
+      return;
+    }
     if (code === CLOSE_LAGGING) this.attempt = 0;
     this.scheduleReconnect();
   }

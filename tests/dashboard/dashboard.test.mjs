@@ -12,5 +12,6 @@ import { closeBrowser } from "./support.mjs";
 import "./start.mjs";
 import "./live.mjs";
 import "./look.mjs";
+import "./auth.mjs";
 
 after(closeBrowser);

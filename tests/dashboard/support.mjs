@@ -4,7 +4,7 @@
 // and bounded waits that fail with a message instead of hanging.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, existsSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, existsSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -43,9 +43,14 @@ process.on("exit", () => {
 
 /** A running `opal serve`. `kill()` is SIGKILL; `restart()` comes back on the same port and data. */
 export class Server {
-  static async start() {
+  /** `config`: the text of a config file to start with (e.g. `[[auth.tokens]]`). */
+  static async start({ config } = {}) {
     const root = mkdtempSync(join(process.env.OPAL_TMP || tmpdir(), "opal-dashboard-"));
     const server = new Server(root);
+    if (config !== undefined) {
+      server.config = join(root, "opal.toml");
+      writeFileSync(server.config, config);
+    }
     await server.launch("127.0.0.1:0");
     return server;
   }
@@ -57,6 +62,7 @@ export class Server {
     this.child = null;
     this.addr = null;
     this.log = [];
+    this.config = null;
   }
 
   get url() {
@@ -66,7 +72,8 @@ export class Server {
   async launch(listen) {
     // One compiled-plugin cache for every server of the suite (OPAL_CACHE).
     const cache = process.env.OPAL_CACHE ? ["--cache", process.env.OPAL_CACHE] : [];
-    const child = spawn(OPAL_BIN, ["serve", "--listen", listen, "--data", this.data, ...cache], {
+    const config = this.config ? ["--config", this.config] : [];
+    const child = spawn(OPAL_BIN, ["serve", "--listen", listen, "--data", this.data, ...config, ...cache], {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
     });
@@ -180,8 +187,8 @@ export async function closeBrowser() {
  * context (desktop size unless `contextOptions` says otherwise), and tears
  * both down whatever happens.
  */
-export async function withDashboard(body, contextOptions = {}) {
-  const server = await Server.start();
+export async function withDashboard(body, contextOptions = {}, serverOptions = {}) {
+  const server = await Server.start(serverOptions);
   const context = await (await browser()).newContext({ viewport: { width: 1280, height: 900 }, ...contextOptions });
   try {
     await body(server, context);

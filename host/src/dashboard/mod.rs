@@ -49,6 +49,7 @@ const ASSETS: &[Asset] = &[
     asset!("icon.svg", "image/svg+xml"),
     asset!("app.js", JS),
     asset!("api.js", JS),
+    asset!("auth.js", JS),
     asset!("cancel.js", JS),
     asset!("detail.js", JS),
     asset!("dom.js", JS),
