@@ -1,0 +1,212 @@
+//! The WebSocket under fuzz: many clients send random and malformed frames
+//! (random text and bytes, broken and mistyped JSON, deep nesting, huge
+//! topic lists, oversized messages and frames, bad seqs, binary, abrupt
+//! disconnects) while an honest client follows a run of operations. The
+//! server must not panic, must answer every bad message with a documented
+//! `error` (or close with a documented code), must keep the honest client's
+//! stream exact, must end up holding no connection it does not need, and must
+//! stay within a memory bound.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use opal_tests::{TestServer, WAIT, check_server_message, ws_open};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+/// Fuzzing clients, and frames each one sends.
+const CLIENTS: usize = 32;
+const FRAMES: usize = 400;
+
+/// A small deterministic generator (xorshift64*), so a failure replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn text(&mut self, len: usize) -> String {
+        (0..len).map(|_| char::from_u32(self.below(0x3000) as u32).unwrap_or('\u{fffd}')).collect()
+    }
+}
+
+/// Seqs to resume from: beyond the server's, the start, the first.
+const SEQS: [u64; 3] = [u64::MAX, 0, 1];
+
+/// One frame a hostile or careless client might send.
+fn frame(rng: &mut Rng) -> Message {
+    let topics =
+        ["operations", "system", "type:demo", "target:x", "op:01ARZ3NDEKTSV4RRFFQ69G5FAV", "bogus", "op:nope", ""];
+    let topic = |rng: &mut Rng| Value::String(topics[rng.below(topics.len())].to_owned());
+    let text = match rng.below(16) {
+        0 => {
+            let len = rng.below(200);
+            rng.text(len)
+        }
+        1 => return Message::Binary((0..rng.below(300)).map(|_| rng.next() as u8).collect::<Vec<u8>>().into()),
+        2 => {
+            let valid = json!({"type": "subscribe", "topics": [topic(rng)]}).to_string();
+            let cut = rng.below(valid.len());
+            valid[..cut].to_owned()
+        }
+        3 => json!({"type": "subscribe", "topics": rng.next()}).to_string(),
+        4 => json!({"type": "subscribe", "topics": (0..150).map(|i| format!("target:t{i}")).collect::<Vec<_>>()})
+            .to_string(),
+        5 => format!("{}{}", "[".repeat(5000), "]".repeat(5000)),
+        6 => json!({"type": "ping", "pad": "x".repeat(70 * 1024)}).to_string(),
+        7 => json!({"type": "subscribe", "topics": [topic(rng)], "since": SEQS[rng.below(3)]}).to_string(),
+        8 => format!(
+            r#"{{"type":"subscribe","topics":["operations"],"since":{}}}"#,
+            ["-1", "1.5", "1e400", "\"7\"", "null"][rng.below(5)]
+        ),
+        9 => json!({"type": "unsubscribe", "topics": [topic(rng), topic(rng)]}).to_string(),
+        10 => json!({"type": "auth", "token": rng.text(20)}).to_string(),
+        11 => json!({"type": rng.text(8)}).to_string(),
+        12 => json!({"type": "subscribe", "topics": [topic(rng)], "extra": true}).to_string(),
+        13 => "\u{0000}\u{ffff}{\"type\":\"ping\"}".to_owned(),
+        14 => return Message::Ping(vec![1, 2, 3].into()),
+        _ => json!({"type": "ping"}).to_string(),
+    };
+    Message::Text(text.into())
+}
+
+/// How one fuzzing connection ended.
+#[derive(Debug, Default)]
+struct Tally {
+    errors: usize,
+    closes: Vec<Option<u16>>,
+}
+
+/// One fuzzing client: connects, sends its frames (reconnecting when the
+/// server closes it), and checks every message the server sends back.
+async fn fuzz(url: String, seed: u64) -> Tally {
+    let mut rng = Rng(seed | 1);
+    let mut tally = Tally::default();
+    let mut sent = 0;
+    while sent < FRAMES {
+        let (mut sink, mut stream) = ws_open(&url, &[]).await.expect("the server accepts a fuzzing client").split();
+        let reader = tokio::spawn(async move {
+            let mut errors = 0;
+            loop {
+                match tokio::time::timeout(WAIT, stream.next()).await.expect("the server answers or closes in time") {
+                    Some(Ok(Message::Text(text))) => {
+                        let message: Value = serde_json::from_str(&text).expect("the server sends JSON");
+                        check_server_message(&message);
+                        errors += usize::from(message["type"] == "error");
+                    }
+                    Some(Ok(Message::Close(frame))) => return (errors, frame.map(|f| u16::from(f.code))),
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) | None => return (errors, None),
+                }
+            }
+        });
+        // A few connections end abruptly, mid-conversation, or with a frame over the 1 MiB limit.
+        let abrupt = rng.below(10) == 0;
+        let oversized = rng.below(20) == 0;
+        while sent < FRAMES {
+            sent += 1;
+            let message = if oversized { Message::Text("x".repeat(1_100_000).into()) } else { frame(&mut rng) };
+            if sink.send(message).await.is_err() || oversized || (abrupt && rng.below(10) == 0) {
+                break;
+            }
+        }
+        if abrupt {
+            drop(sink);
+            reader.abort();
+            continue;
+        }
+        let _ = sink.send(Message::Close(None)).await;
+        let (errors, close) = reader.await.expect("the reader ends");
+        tally.errors += errors;
+        tally.closes.push(close);
+    }
+    tally
+}
+
+fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_and_malformed_frames_from_many_clients() {
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default_hook(info);
+    }));
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let mut honest = server.ws().await;
+    honest.subscribe(&["operations"]).await;
+    // Warm up (plugins compiled, buffers allocated) before the memory baseline.
+    let warm = server.start_demo("warm", json!({"steps": 2, "step_ms": 1})).await;
+    honest.events_until_terminal(&warm).await;
+    let baseline = resident_kib();
+
+    let url = server.ws_url();
+    let fuzzers: Vec<_> =
+        (0..CLIENTS).map(|i| tokio::spawn(fuzz(url.clone(), 0x9e37_79b9_7f4a_7c15 ^ i as u64))).collect();
+    // Meanwhile the honest client follows operations, seq by seq.
+    let mut last_seq = 0;
+    for round in 0..4 {
+        let id = server.start_demo(&format!("honest-{round}"), json!({"steps": 5, "step_ms": 20})).await;
+        let events = honest.events_until_terminal(&id).await;
+        for event in &events {
+            let seq = event["seq"].as_u64().expect("operation events carry a seq");
+            assert!(seq > last_seq, "seqs increase: {seq} after {last_seq}");
+            last_seq = seq;
+        }
+        let mine: Vec<&str> =
+            events.iter().filter(|e| e["operation"]["id"] == id.as_str()).filter_map(|e| e["event"].as_str()).collect();
+        assert_eq!(mine.first(), Some(&"operation.created"), "{mine:?}");
+        assert_eq!(mine.last(), Some(&"operation.completed"), "{mine:?}");
+    }
+    let mut tally = Tally::default();
+    for fuzzer in fuzzers {
+        let t = tokio::time::timeout(WAIT * 2, fuzzer).await.expect("fuzzers finish").expect("no fuzzer panicked");
+        tally.errors += t.errors;
+        tally.closes.extend(t.closes);
+    }
+    println!("{} error replies; closes: {:?}", tally.errors, tally.closes);
+    assert!(tally.errors > CLIENTS, "bad messages were answered with errors: {tally:?}");
+    for close in &tally.closes {
+        assert!(matches!(close, None | Some(1000 | 1008 | 1009)), "only documented close codes: {tally:?}");
+    }
+
+    // The honest client is still served, and a new one is too.
+    honest.send(json!({"type": "ping"})).await;
+    assert_eq!(honest.recv().await["type"], "pong");
+    let mut fresh = server.ws().await;
+    fresh.subscribe(&["operations"]).await;
+    // Every fuzzing connection is gone from the hub: only the honest and the fresh one remain.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let clients = server.get("/api/v1/status").await.body["connected_clients"].as_u64();
+        if clients == Some(2) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "connections leaked: {clients:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = resident_kib().saturating_sub(baseline);
+    println!("resident memory grew by {grown} KiB");
+    assert!(grown < 128 * 1024, "memory grew by {grown} KiB over {CLIENTS} x {FRAMES} frames");
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "nothing panicked");
+    server.stop().await;
+}
