@@ -2,6 +2,7 @@
 //! HTTP handlers and the WebSocket tasks.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use super::limits::{ConnectionCounter, ConnectionPermit, Limits, RateLimiter};
@@ -20,6 +21,22 @@ pub struct Access {
     starts: RateLimiter,
     ws_messages: RateLimiter,
     connections: ConnectionCounter,
+    /// Sockets still waiting for their `auth` message (they have no principal yet).
+    unauthenticated: AtomicUsize,
+}
+
+/// Sockets that may wait for their `auth` message at once, server-wide:
+/// each costs a task and a socket for up to `ws_auth_timeout`, so their
+/// number must not be up to whoever can reach the port.
+pub const MAX_UNAUTHENTICATED: usize = 256;
+
+/// A socket waiting for its `auth` message; gives its place back on drop.
+pub struct Unauthenticated<'a>(&'a AtomicUsize);
+
+impl Drop for Unauthenticated<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Access {
@@ -29,6 +46,7 @@ impl Access {
             starts: RateLimiter::new(limits.start_burst, limits.starts_per_second),
             ws_messages: RateLimiter::new(limits.ws_message_burst, limits.ws_messages_per_second),
             connections: ConnectionCounter::new(limits.max_connections),
+            unauthenticated: AtomicUsize::new(0),
             auth,
             limits,
         })
@@ -51,6 +69,14 @@ impl Access {
             return Ok(None);
         }
         self.connections.acquire(&who.name).map(Some).ok_or(TooManyConnections)
+    }
+
+    /// A place for a socket to wait for its `auth` message, or `None` when
+    /// [`MAX_UNAUTHENTICATED`] sockets are waiting already.
+    pub fn await_auth(&self) -> Option<Unauthenticated<'_>> {
+        let waiting = self.unauthenticated.fetch_add(1, Ordering::Relaxed);
+        let place = Unauthenticated(&self.unauthenticated);
+        (waiting < MAX_UNAUTHENTICATED).then_some(place)
     }
 
     /// Whether a browser page at `origin` may use the API or open the
@@ -77,5 +103,14 @@ mod tests {
         assert!(!access.origin_allowed("https://evil.example", Some("127.0.0.1:8080")));
         assert!(!access.origin_allowed("http://127.0.0.1:9999", Some("127.0.0.1:8080")));
         assert!(!access.origin_allowed("null", None));
+    }
+
+    #[test]
+    fn sockets_waiting_to_authenticate_are_capped() {
+        let access = Access::new(AuthConfig::dev(), Limits::default());
+        let waiting: Vec<_> = (0..MAX_UNAUTHENTICATED).map(|_| access.await_auth().expect("a place")).collect();
+        assert!(access.await_auth().is_none());
+        drop(waiting);
+        assert!(access.await_auth().is_some(), "places are given back");
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-pub use access::Access;
+pub use access::{Access, MAX_UNAUTHENTICATED, Unauthenticated};
 pub use file::MIN_JWT_SECRET;
 pub(crate) use file::{AuthSection, LimitsSection};
 pub use jwt::{Claims, looks_like_jwt, sign as sign_jwt, verify as verify_jwt};

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::protocol::ClientMessage;
 use crate::auth::limits::ConnectionPermit;
-use crate::auth::{Access, Principal};
+use crate::auth::{Access, MAX_UNAUTHENTICATED, Principal};
 
 /// Close code: no valid credentials (bad token, no `auth` message in time, or another message first).
 pub const CLOSE_UNAUTHENTICATED: u16 = 4401;
@@ -29,8 +29,16 @@ pub const CLOSE_TOO_MANY_CONNECTIONS: u16 = 4429;
 /// Why a socket was not admitted: a close code and its reason.
 pub(super) type Refusal = (u16, String);
 
-/// Waits for the `auth` message and checks its token.
+/// Waits for the `auth` message and checks its token. At most
+/// [`MAX_UNAUTHENTICATED`] sockets wait at once; one more is closed with
+/// [`CLOSE_TOO_MANY_CONNECTIONS`] at once.
 pub(super) async fn first_message(socket: &mut WebSocket, access: &Access) -> Result<Principal, Refusal> {
+    let Some(_waiting) = access.await_auth() else {
+        return Err((
+            CLOSE_TOO_MANY_CONNECTIONS,
+            format!("{MAX_UNAUTHENTICATED} sockets are waiting to authenticate already; retry later"),
+        ));
+    };
     let deadline = Instant::now() + access.auth.ws_auth_timeout;
     let refuse = |reason: String| (CLOSE_UNAUTHENTICATED, reason);
     loop {
