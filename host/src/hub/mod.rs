@@ -29,7 +29,7 @@ use axum::extract::ws::Utf8Bytes;
 
 pub use auth::{Authorize, Principal, TargetScopes};
 pub use lag::LAG_CAP;
-pub use queue::{Frames, Receiver};
+pub use queue::{COALESCE_FROM, Frames, Receiver, superseded};
 pub use resume::Resumed;
 pub use topic::{EventKey, Topic, UnknownTopic};
 
@@ -148,7 +148,7 @@ impl Subscriber {
             return true;
         }
         if self.lag.is_none() {
-            let frames = frames.unwrap_or_else(|| Frames::new(events.iter().map(|e| e.frame.clone()).collect()));
+            let frames = frames.unwrap_or_else(|| Frames::live(events));
             match self.queue.try_send(frames) {
                 Ok(()) => return true,
                 Err(Refused::Closed) => return false,
@@ -303,9 +303,8 @@ impl Publish for Hub {
         for (id, subscriber) in &mut state.connections {
             wanted.clear();
             wanted.extend(events.iter().zip(&keys).filter(|(_, k)| subscriber.wants(k)).map(|(e, _)| e));
-            let shared = (!wanted.is_empty() && wanted.len() == events.len()).then(|| {
-                everything.get_or_insert_with(|| Frames::new(events.iter().map(|e| e.frame.clone()).collect())).clone()
-            });
+            let shared = (!wanted.is_empty() && wanted.len() == events.len())
+                .then(|| everything.get_or_insert_with(|| Frames::live(&events.iter().collect::<Vec<_>>())).clone());
             if !subscriber.deliver(&wanted, shared, deadline) {
                 dropped.push(*id);
             }

@@ -14,18 +14,44 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 
+use crate::model::{Event, EventKind, OperationId};
+
+/// What a live event frame carries, for [`superseded`]: the operation whose
+/// whole state it holds, and whether it is only a progress update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct StateOf {
+    op: OperationId,
+    progress: bool,
+}
+
 /// Frames queued together, in order.
 #[derive(Debug)]
 pub struct Frames {
     frames: Vec<Utf8Bytes>,
+    /// Per frame, for live events that carry an operation's state; empty for
+    /// runs that are never coalesced (snapshots, replays, backlogs).
+    states: Vec<Option<StateOf>>,
     joined: OnceLock<Utf8Bytes>,
 }
 
 impl Frames {
-    /// A run of `frames`, which must not be empty.
+    /// A run of `frames`, which must not be empty. None of them is ever
+    /// skipped.
     pub fn new(frames: Vec<Utf8Bytes>) -> Arc<Frames> {
         debug_assert!(!frames.is_empty());
-        Arc::new(Frames { frames, joined: OnceLock::new() })
+        Arc::new(Frames { frames, states: Vec::new(), joined: OnceLock::new() })
+    }
+
+    /// A run of live events, which must not be empty. A progress event in it
+    /// may be skipped by a socket that is behind (see [`superseded`]).
+    pub fn live(events: &[&Event]) -> Arc<Frames> {
+        debug_assert!(!events.is_empty());
+        let frames = events.iter().map(|e| e.frame.clone()).collect();
+        let states = events
+            .iter()
+            .map(|e| e.operation.as_ref().map(|_| StateOf { op: e.op_id, progress: e.kind == EventKind::Progress }))
+            .collect();
+        Arc::new(Frames { frames, states, joined: OnceLock::new() })
     }
 
     /// A run of one frame.
@@ -65,6 +91,35 @@ impl Frames {
             }
         })
     }
+}
+
+/// Messages a socket must have in hand before it skips anything.
+pub const COALESCE_FROM: usize = 32;
+
+/// Which messages of `runs` (taken from the queue together, in order) a
+/// socket that is behind may skip: a progress event of an operation whose
+/// newer state is also in `runs`. Lifecycle, log and terminal events are
+/// never skipped, nor is anything in a run made with [`Frames::new`]. Nothing
+/// is skipped unless `runs` hold at least [`COALESCE_FROM`] messages: a
+/// socket that keeps up sees every event. Returns, per run, which frames to
+/// skip, or `None` if none are skipped.
+pub fn superseded(runs: &[Arc<Frames>]) -> Option<Vec<Vec<bool>>> {
+    if runs.len() < 2 || runs.iter().map(|r| r.len()).sum::<usize>() < COALESCE_FROM {
+        return None;
+    }
+    let mut newer = std::collections::HashSet::new();
+    let mut skip: Vec<Vec<bool>> = runs.iter().map(|r| vec![false; r.len()]).collect();
+    let mut any = false;
+    for (run, skip) in runs.iter().zip(&mut skip).rev() {
+        for (state, skip) in run.states.iter().zip(skip.iter_mut()).rev() {
+            let Some(state) = state else { continue };
+            if !newer.insert(state.op) && state.progress {
+                *skip = true;
+                any = true;
+            }
+        }
+    }
+    any.then_some(skip)
 }
 
 /// Why a run was not queued.
@@ -166,6 +221,38 @@ mod tests {
         assert_eq!(rx.try_recv().map(|f| f.len()), Some(1));
         assert!(rx.is_empty());
         assert_eq!(tx.try_send(run(&["a", "b", "c", "d", "e"])), Ok(()), "an empty queue takes any run");
+    }
+
+    fn live(states: &[(u128, bool)]) -> Arc<Frames> {
+        let frames = states.iter().map(|_| Utf8Bytes::from_static("{}")).collect();
+        let states =
+            states.iter().map(|&(op, progress)| Some(StateOf { op: OperationId::from_key(op), progress })).collect();
+        Arc::new(Frames { frames, states, joined: OnceLock::new() })
+    }
+
+    #[test]
+    fn a_socket_behind_skips_progress_made_stale_by_a_newer_state_in_hand() {
+        // 40 messages in hand: op 1's progress, then 38 others, then op 1's
+        // terminal state; op 2's progress is its latest and stays.
+        let mut first = vec![(1, true), (2, true)];
+        first.extend((0..18).map(|i| (100 + i, false)));
+        let mut second: Vec<(u128, bool)> = (0..19).map(|i| (200 + i, false)).collect();
+        second.push((1, false));
+        let skip = superseded(&[live(&first), live(&second)]).expect("something is skipped");
+        assert_eq!(skip[0].iter().filter(|s| **s).count(), 1);
+        assert!(skip[0][0], "op 1's progress is stale");
+        assert!(!skip[0][1], "op 2's progress is its newest state");
+        assert!(skip[1].iter().all(|s| !s), "terminal and lifecycle events are never skipped");
+    }
+
+    #[test]
+    fn a_socket_that_keeps_up_or_holds_replays_skips_nothing() {
+        let few = [live(&[(1, true)]), live(&[(1, true)])];
+        assert_eq!(superseded(&few), None, "fewer than COALESCE_FROM messages in hand");
+        let replay = Frames::new((0..40).map(|_| Utf8Bytes::from_static("{}")).collect());
+        assert_eq!(superseded(&[replay, live(&[(1, false)])]), None, "replays and snapshots are never skipped");
+        let progress_only: Vec<(u128, bool)> = (0..40).map(|i| (i, true)).collect();
+        assert_eq!(superseded(&[live(&progress_only), live(&[(99, true)])]), None, "each op's newest state stays");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Access;
-use crate::hub::{Authorize, CLOSE_LAGGING, Connection, Frames, Hub, Principal, Receiver, Topic};
+use crate::hub::{Authorize, CLOSE_LAGGING, Connection, Frames, Hub, Principal, Receiver, Topic, superseded};
 use crate::model::Operation;
 use crate::store::Store;
 pub use admit::{CLOSE_TOKEN_EXPIRED, CLOSE_TOO_MANY_CONNECTIONS, CLOSE_UNAUTHENTICATED};
@@ -205,6 +205,10 @@ const BATCH: usize = 64;
 
 /// Writes `first` and whatever else is queued (up to [`BATCH`] runs) and
 /// flushes once, within `limit`. False if the peer did not take them in time.
+///
+/// A socket that finds many messages queued is behind: it skips the progress
+/// events that a newer state of the same operation, also in hand, makes stale
+/// ([`superseded`]), as the design's slow-consumer rule asks.
 async fn write_batch(
     sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     first: Arc<Frames>,
@@ -212,15 +216,29 @@ async fn write_batch(
     framing: Framing,
     limit: Duration,
 ) -> bool {
+    let mut runs = vec![first];
+    while runs.len() < BATCH {
+        let Some(run) = queue.try_recv() else { break };
+        runs.push(run);
+    }
+    let skip = superseded(&runs);
     let write = async {
-        let mut next = Some(first);
-        for _ in 0..BATCH {
-            let Some(run) = next.take().or_else(|| queue.try_recv()) else { break };
-            match framing {
-                Framing::Lines => sink.feed(Message::Text(run.joined().clone())).await?,
-                Framing::OnePerFrame => {
-                    for frame in run.iter() {
-                        sink.feed(Message::Text(frame.clone())).await?;
+        for (i, run) in runs.iter().enumerate() {
+            let skip = skip.as_ref().map(|s| &s[i]).filter(|s| s.contains(&true));
+            match (framing, skip) {
+                (Framing::Lines, None) => sink.feed(Message::Text(run.joined().clone())).await?,
+                (Framing::Lines, Some(skip)) => {
+                    let kept: Vec<&str> =
+                        run.iter().zip(skip).filter(|(_, skip)| !**skip).map(|(f, _)| f.as_str()).collect();
+                    if !kept.is_empty() {
+                        sink.feed(Message::Text(kept.join("\n").into())).await?;
+                    }
+                }
+                (Framing::OnePerFrame, skip) => {
+                    for (j, frame) in run.iter().enumerate() {
+                        if !skip.is_some_and(|s| s[j]) {
+                            sink.feed(Message::Text(frame.clone())).await?;
+                        }
                     }
                 }
             }
