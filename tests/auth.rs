@@ -78,6 +78,7 @@ async fn every_role_against_every_endpoint() {
     type Row = (&'static str, &'static str, Option<Value>, [&'static [u16]; 5]);
     let table: Vec<Row> = vec![
         ("GET", "/healthz", None, [&[200], &[200], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/openapi.json", None, [&[200], &[200], &[200], &[200], &[200]]),
         ("GET", "/api/v1/status", None, [&[401], &[401], &[200], &[200], &[200]]),
         ("GET", "/api/v1/plugins", None, [&[401], &[401], &[200], &[200], &[200]]),
         ("GET", "/api/v1/plugins/demo", None, [&[401], &[401], &[200], &[200], &[200]]),
