@@ -10,6 +10,22 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// What the outer build sets for itself, removed before running an inner
+/// cargo: its flags, jobserver and wrappers are not for the inner build.
+pub(crate) const OUTER_BUILD_VARS: &[&str] = &[
+    "RUSTFLAGS",
+    "CARGO_ENCODED_RUSTFLAGS",
+    "CARGO_BUILD_TARGET",
+    "CARGO_BUILD_RUSTFLAGS",
+    "CARGO_MAKEFLAGS",
+    "MAKEFLAGS",
+    "MFLAGS",
+    "CARGO_PRIMARY_PACKAGE",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_LLVM_COV",
+    "LLVM_PROFILE_FILE",
+];
+
 const TARGET: &str = "wasm32-wasip2";
 const PROFILE: &str = "plugin";
 
@@ -30,20 +46,7 @@ pub(crate) fn build_all(root: &Path, dir: &str, prefix: &str) -> Vec<(String, Pa
     for name in &crates {
         cmd.args(["-p", &format!("{prefix}{name}")]);
     }
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-        "CARGO_PRIMARY_PACKAGE",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_LLVM_COV",
-        "LLVM_PROFILE_FILE",
-    ] {
+    for var in OUTER_BUILD_VARS.iter().chain(&["CARGO_TARGET_DIR"]) {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("cannot run cargo to build the plugins");

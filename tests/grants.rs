@@ -14,11 +14,13 @@ use opal_tests::{TestServer, plugin_dir};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-/// A loopback listener that answers every connection with `greeting` and closes it.
-/// Returns its address and how many connections it has served so far.
-async fn greeter(greeting: &'static str) -> (String, Served) {
+/// A loopback listener that answers every connection with `reply` (after
+/// reading the request, if `read_first`) and closes it. Returns its address
+/// and how many connections it has served so far.
+async fn responder(reply: Vec<u8>, read_first: bool) -> (std::net::SocketAddr, Served) {
+    use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap().to_string();
+    let address = listener.local_addr().unwrap();
     let served = Served::default();
     let count = served.clone();
     tokio::spawn(async move {
@@ -26,10 +28,20 @@ async fn greeter(greeting: &'static str) -> (String, Served) {
             tokio::time::timeout(std::time::Duration::from_secs(30), listener.accept()).await
         {
             count.fetch_add(1, Ordering::SeqCst);
-            let _ = socket.write_all(format!("{greeting}\n").as_bytes()).await;
+            if read_first {
+                let mut request = vec![0u8; 4096];
+                let _ = socket.read(&mut request).await;
+            }
+            let _ = socket.write_all(&reply).await;
         }
     });
     (address, served)
+}
+
+/// A loopback listener that greets every connection with `greeting`.
+async fn greeter(greeting: &'static str) -> (String, Served) {
+    let (address, served) = responder(format!("{greeting}\n").into_bytes(), false).await;
+    (address.to_string(), served)
 }
 
 type Served = Arc<AtomicUsize>;
@@ -182,22 +194,9 @@ async fn command_output_is_streamed_into_the_log() {
 
 /// A loopback HTTP/1.1 server that answers every request with 200 and `ok`.
 async fn http_server() -> (u16, Served) {
-    use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let served = Served::default();
-    let count = served.clone();
-    tokio::spawn(async move {
-        while let Ok(Ok((mut socket, _))) =
-            tokio::time::timeout(std::time::Duration::from_secs(30), listener.accept()).await
-        {
-            count.fetch_add(1, Ordering::SeqCst);
-            let mut request = vec![0u8; 4096];
-            let _ = socket.read(&mut request).await;
-            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
-        }
-    });
-    (port, served)
+    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_vec();
+    let (address, served) = responder(ok, true).await;
+    (address.port(), served)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
 use opal_host::config::{PluginGrants, TypePolicy};
-use opal_tests::TestServer;
+use opal_tests::{TestServer, failure_message};
 use serde_json::{Value, json};
 
 /// A loopback axum app: `/health` is ready, `/starting` is not yet, `/down`
@@ -58,15 +58,7 @@ async fn server(dir: &std::path::Path, net: &[String]) -> TestServer {
 }
 
 async fn check(server: &TestServer, params: Value) -> Value {
-    let reply =
-        server.post("/api/v1/operations", &json!({"type": "http-check", "target": "app", "params": params})).await;
-    assert_eq!(reply.status, 202, "{reply:?}");
-    server.wait_terminal(reply.body["id"].as_str().unwrap()).await
-}
-
-fn failure(op: &Value) -> &str {
-    assert_eq!(op["status"], "failed", "{op}");
-    op["error"]["message"].as_str().unwrap()
+    server.run_to_end("http-check", "app", params).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,11 +87,11 @@ async fn checks_status_and_body_of_a_granted_server() {
     // A wrong status, then a missing text: each names what was expected and what came.
     let url = format!("http://{address}/down");
     let op = check(&server, json!({"url": url})).await;
-    assert_eq!(failure(&op), format!("GET {url}: expected status 200-399, got 503"));
+    assert_eq!(failure_message(&op), format!("GET {url}: expected status 200-399, got 503"));
     assert_eq!(op["details"]["status"], 503);
     let url = format!("http://{address}/starting");
     let op = check(&server, json!({"url": url, "body_contains": "ready"})).await;
-    assert_eq!(failure(&op), format!("GET {url}: the body does not contain \"ready\" (all 16 bytes read)"));
+    assert_eq!(failure_message(&op), format!("GET {url}: the body does not contain \"ready\" (all 16 bytes read)"));
     assert_eq!(op["details"]["body_matched"], false);
     assert_eq!(served.load(Ordering::SeqCst), 4);
     server.stop().await;
@@ -114,7 +106,7 @@ async fn a_server_outside_the_grant_is_denied_and_never_reached() {
     let url = format!("http://{outside}/health");
     let op = check(&server, json!({"url": url})).await;
     assert_eq!(
-        failure(&op),
+        failure_message(&op),
         format!(
             "GET {url}: denied: this plugin's net grant does not allow {outside} (HTTP-request-denied; \
              the operator grants it under [types.<name>.grants] net)"
@@ -130,6 +122,6 @@ async fn a_server_outside_the_grant_is_denied_and_never_reached() {
     let server = self::server(&second, &[closed.to_string()]).await;
     let url = format!("http://{closed}/");
     let op = check(&server, json!({"url": url, "timeout_ms": 2000})).await;
-    assert_eq!(failure(&op), format!("GET {url}: connection refused by {closed}"));
+    assert_eq!(failure_message(&op), format!("GET {url}: connection refused by {closed}"));
     server.stop().await;
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use opal_host::config::{PluginGrants, TypePolicy};
-use opal_tests::TestServer;
+use opal_tests::{TestServer, failure_message};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -47,15 +47,7 @@ async fn server(dir: &std::path::Path, net: &[String]) -> TestServer {
 /// Runs an ssh-check of `address` and returns the ended operation.
 async fn check(server: &TestServer, address: SocketAddr, timeout_ms: u64) -> Value {
     let params = json!({"host": address.ip().to_string(), "port": address.port(), "timeout_ms": timeout_ms});
-    let reply =
-        server.post("/api/v1/operations", &json!({"type": "ssh-check", "target": "conn-1", "params": params})).await;
-    assert_eq!(reply.status, 202, "{reply:?}");
-    server.wait_terminal(reply.body["id"].as_str().unwrap()).await
-}
-
-fn failure(op: &Value) -> &str {
-    assert_eq!(op["status"], "failed", "{op}");
-    op["error"]["message"].as_str().unwrap()
+    server.run_to_end("ssh-check", "conn-1", params).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +76,7 @@ async fn a_closed_port_fails_as_refused() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap(); // bound, then closed
     let server = server(dir.path(), &[closed.to_string()]).await;
     let op = check(&server, closed, 5000).await;
-    assert_eq!(failure(&op), format!("connection refused by {closed}: nothing listens there"));
+    assert_eq!(failure_message(&op), format!("connection refused by {closed}: nothing listens there"));
     assert_eq!(op["details"]["stage"], "connect", "{op}");
     server.stop().await;
 }
@@ -95,7 +87,10 @@ async fn a_silent_port_times_out() {
     let (address, accepted) = peer("").await;
     let server = server(dir.path(), &[address.to_string()]).await;
     let op = check(&server, address, 700).await;
-    assert_eq!(failure(&op), format!("{address} accepted the connection but sent no SSH identification within 700ms"));
+    assert_eq!(
+        failure_message(&op),
+        format!("{address} accepted the connection but sent no SSH identification within 700ms")
+    );
     assert_eq!(op["details"]["stage"], "banner", "{op}");
     assert!(op["details"]["latency_ms"].is_number(), "it connected: {op}");
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -109,7 +104,7 @@ async fn a_host_outside_the_grant_is_denied_and_never_reached() {
     let (outside, accepted) = peer("SSH-2.0-you-should-not-see-this\r\n").await;
     let server = server(dir.path(), &[granted.to_string()]).await;
     let op = check(&server, outside, 5000).await;
-    let message = failure(&op);
+    let message = failure_message(&op);
     assert!(
         message.starts_with(&format!("connecting to {outside} was denied: this plugin's net grant does not allow it")),
         "{op}"

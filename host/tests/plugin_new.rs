@@ -82,24 +82,16 @@ fn target_dir() -> PathBuf {
     target.join("plugin-new")
 }
 
+#[path = "../build_plugins.rs"]
+#[allow(dead_code)]
+mod build_plugins;
+
 /// `cargo` in `dir`, with a clean environment as in `host/build_plugins.rs`:
 /// the outer build's flags are for the outer build.
 fn cargo(dir: &Path) -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(dir).env("CARGO_TARGET_DIR", target_dir());
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_BUILD_RUSTFLAGS",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-        "CARGO_PRIMARY_PACKAGE",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_LLVM_COV",
-        "LLVM_PROFILE_FILE",
-    ] {
+    for var in build_plugins::OUTER_BUILD_VARS {
         cmd.env_remove(var);
     }
     cmd

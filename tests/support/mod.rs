@@ -144,6 +144,15 @@ impl TestServer {
         }
     }
 
+    /// Starts an operation (which must be accepted) and returns it once it
+    /// has ended.
+    pub async fn run_to_end(&self, op_type: &str, target: &str, params: Value) -> Value {
+        let body = json!({"type": op_type, "target": target, "params": params});
+        let reply = self.post("/api/v1/operations", &body).await;
+        assert_eq!(reply.status, 202, "{reply:?}");
+        self.wait_terminal(reply.body["id"].as_str().unwrap()).await
+    }
+
     /// Opens a WebSocket and reads its `hello`.
     pub async fn ws(&self) -> WsClient {
         WsClient::connect(&format!("{}/api/v1/ws", self.base.replacen("http", "ws", 1))).await
@@ -228,6 +237,12 @@ async fn reply(response: reqwest::Response) -> Reply {
     let retry_after = header("retry-after");
     let text = response.text().await.unwrap_or_default();
     Reply { status, location, retry_after, content_type, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+}
+
+/// The error message of an operation that must have failed.
+pub fn failure_message(op: &Value) -> &str {
+    assert_eq!(op["status"], "failed", "{op}");
+    op["error"]["message"].as_str().unwrap()
 }
 
 /// A real WebSocket client speaking Opal's protocol.
