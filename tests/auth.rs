@@ -190,7 +190,7 @@ async fn a_websocket_authenticates_by_header_or_first_message_and_closes_when_it
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(dir.path(), |config| {
         credentials(config);
-        config.auth.ws_auth_timeout = Duration::from_millis(300);
+        config.auth.ws_auth_timeout = Duration::from_millis(1000);
     })
     .await;
     // By header, and by first message.
@@ -204,8 +204,8 @@ async fn a_websocket_authenticates_by_header_or_first_message_and_closes_when_it
     let mut rude = ws_open(&server.ws_url(), &[]).await.unwrap();
     send_json(&mut rude, &json!({"type": "subscribe", "topics": ["operations"]})).await;
     assert_eq!(close_code(&mut rude).await, Some(opal_host::ws::CLOSE_UNAUTHENTICATED));
-    // A JWT that expires in a second or two: the socket is closed then, with 4419.
-    let short = jwt("ann", "viewer", &["site-a/*"], 2);
+    // A JWT that expires in two or three seconds: the socket is closed then, with 4419.
+    let short = jwt("ann", "viewer", &["site-a/*"], 3);
     let mut expiring = server.ws_as(&short).await;
     expiring.subscribe(&["operations"]).await;
     assert_eq!(close_code(expiring.stream_mut()).await, Some(opal_host::ws::CLOSE_TOKEN_EXPIRED));

@@ -97,7 +97,7 @@ test("the socket's token expires: the page asks for a fresh one and goes live ag
   withDashboard(
     async (server, context) => {
       const page = await openPage(context, server);
-      await signIn(page, jwt("bob", 3));
+      await signIn(page, jwt("bob", 5));
       await waitLive(page);
       // The server closes the socket (4419) when the JWT expires; the page asks.
       await page.waitForSelector("#token-dialog[open]", { timeout: 15_000 });
