@@ -71,6 +71,7 @@ test("two tabs agree, live, both ways; a refresh mid-operation shows it still li
     const id = started.body.id;
     // Tab B sees it run, and its own start button for srv-6 is busy too.
     await b.waitForSelector(`tr[data-op-id="${id}"][data-status="running"]`);
+    await b.selectOption("#start-type", "demo");
     await b.fill("#start-target", "srv-6");
     await b.waitForFunction(() => /^Processing \(\d+%\)$/.test(document.querySelector("#start-button").textContent));
 

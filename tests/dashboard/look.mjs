@@ -74,6 +74,7 @@ test("filters by status, type and target; screenshots of the main view and an op
     assert.equal(await page.isHidden("#load-older"), true, "fewer than a snapshot's worth: nothing older");
 
     // Main view, with the start button live for a running operation.
+    await page.selectOption("#start-type", "demo");
     await page.fill("#start-target", "web-01");
     await page.waitForSelector("#start-button[disabled]");
     await page.fill("#param-steps", "20");
@@ -124,6 +125,7 @@ test("at phone width (375 px) nothing overflows and every control is reachable",
       const cancel = row(page, ops.running.id).getByRole("button", { name: "Cancel demo on web-01" });
       const box = await cancel.boundingBox();
       assert.ok(box && box.x >= 0 && box.x + box.width <= 375, `cancel button inside the screen: ${JSON.stringify(box)}`);
+      await page.selectOption("#start-type", "demo");
       for (const id of ["#start-type", "#start-target", "#param-steps", "#start-button", "#filter-status"]) {
         const b = await page.locator(id).boundingBox();
         assert.ok(b && b.x >= 0 && b.x + b.width <= 375, `${id} fits: ${JSON.stringify(b)}`);

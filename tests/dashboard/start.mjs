@@ -19,7 +19,9 @@ import {
 test("start demo from the generated form: the bar reaches 100% live and a success toast appears", LIMIT, () =>
   withDashboard(async (server, context) => {
     const page = await openDashboard(context, server);
-    // The fields come from the demo plugin's params schema.
+    // The fields come from the demo plugin's params schema (the form shows
+    // the first plugin by name until another is chosen).
+    await page.selectOption("#start-type", "demo");
     await page.waitForSelector("#param-steps");
     assert.equal(await page.getAttribute("#param-steps", "min"), "1");
     assert.equal(await page.getAttribute("#param-steps", "max"), "10000");
