@@ -321,6 +321,14 @@ async fn bad_frames_get_error_codes_and_others_go_on() {
         }
     };
     assert_eq!(code, Some(1008));
+    // A frame over the transport's 1 MiB limit closes that socket with 1009.
+    let mut huge = server.ws().await;
+    huge.send_text(&"x".repeat(1_100_000)).await;
+    let code = match tokio::time::timeout(opal_tests::WAIT, huge.stream_mut().next()).await.unwrap() {
+        Some(Ok(Message::Close(frame))) => frame.map(|f| u16::from(f.code)),
+        other => panic!("expected a close, got {other:?}"),
+    };
+    assert_eq!(code, Some(1009));
     let id = start_steady(&server, "g", json!({"steps": 1, "step_ms": 1})).await;
     let events = good.events_until_terminal(&id).await;
     assert!(!events.is_empty());

@@ -41,6 +41,8 @@ pub const MAX_ERRORS: u32 = 20;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 /// Close code: too many bad messages (RFC 6455 "policy violation").
 pub const CLOSE_POLICY: u16 = 1008;
+/// Close code: a frame over [`MAX_FRAME`] (RFC 6455 "message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: the peer was silent past the idle timeout.
 pub const CLOSE_IDLE: u16 = 4001;
 
@@ -156,6 +158,7 @@ pub async fn serve(mut socket: WebSocket, cx: SocketContext, principal: Option<P
                     },
                     Some(Ok(Message::Binary(_))) => Err(("bad_message", "binary frames are not part of the protocol; send JSON text".to_owned())),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+                    Some(Err(e)) if too_big(&e) => break (CLOSE_TOO_BIG, "a frame over the 1 MiB limit"),
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 };
                 let reply = match reply {
@@ -190,6 +193,14 @@ pub async fn serve(mut socket: WebSocket, cx: SocketContext, principal: Option<P
         }
     };
     let _ = send(&mut sink, Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
+}
+
+/// Whether the transport refused a frame for its size.
+fn too_big(error: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    std::error::Error::source(error)
+        .and_then(|e| e.downcast_ref::<Error>())
+        .is_some_and(|e| matches!(e, Error::Capacity(_)))
 }
 
 /// Completes at `deadline`, or never without one.
