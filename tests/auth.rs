@@ -316,3 +316,91 @@ async fn a_viewer_scoped_to_site_a_never_hears_of_site_b() {
     assert_eq!(filtered["operations"], json!([]));
     server.stop().await;
 }
+
+/// What a subscription to one topic gives a principal.
+#[derive(Debug, PartialEq)]
+enum Sees {
+    /// A snapshot holding these operation ids (sorted).
+    Snapshot(Vec<String>),
+    /// An error message with this code.
+    Refused(&'static str),
+}
+
+async fn subscribe_one(client: &mut WsClient, topic: &str) -> Sees {
+    client.send(json!({"type": "subscribe", "topics": [topic]})).await;
+    let reply = client.recv().await;
+    match reply["type"].as_str() {
+        Some("snapshot") => {
+            let mut ids: Vec<String> = reply["operations"]
+                .as_array()
+                .map(|ops| ops.iter().map(|op| op["id"].as_str().unwrap().to_owned()).collect())
+                .unwrap_or_default();
+            ids.sort();
+            Sees::Snapshot(ids)
+        }
+        Some("error") if reply["code"] == "forbidden" => Sees::Refused("forbidden"),
+        _ => panic!("{topic}: unexpected {reply}"),
+    }
+}
+
+#[tokio::test]
+async fn every_role_against_every_kind_of_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), credentials).await;
+    let a = start_as(&server, ADMIN, &long_demo("site-a/x")).await;
+    let b = start_as(&server, ADMIN, &long_demo("site-b/x")).await;
+    let both = {
+        let mut ids = vec![a.clone(), b.clone()];
+        ids.sort();
+        ids
+    };
+    let only_a = vec![a.clone()];
+    let jwt_viewer = jwt("ann", "viewer", &["site-a/*"], 600);
+    let jwt_admin = jwt("root", "admin", &[], 600);
+    let scoped = |who| {
+        [
+            ("operations", Sees::Snapshot(only_a.clone())),
+            ("type:demo", Sees::Snapshot(only_a.clone())),
+            ("target:site-a/x", Sees::Snapshot(only_a.clone())),
+            ("target:site-b/x", Sees::Refused("forbidden")),
+            ("op:A", Sees::Snapshot(only_a.clone())),
+            ("op:B", Sees::Snapshot(Vec::new())), // invisible looks like missing
+            ("system", Sees::Snapshot(Vec::new())),
+        ]
+        .map(|(topic, sees)| (who, topic, sees))
+    };
+    let everything = |who| {
+        [
+            ("operations", Sees::Snapshot(both.clone())),
+            ("type:demo", Sees::Snapshot(both.clone())),
+            ("target:site-a/x", Sees::Snapshot(only_a.clone())),
+            ("target:site-b/x", Sees::Snapshot(vec![b.clone()])),
+            ("op:A", Sees::Snapshot(only_a.clone())),
+            ("op:B", Sees::Snapshot(vec![b.clone()])),
+            ("system", Sees::Snapshot(Vec::new())),
+        ]
+        .map(|(topic, sees)| (who, topic, sees))
+    };
+    let table: Vec<(&str, &str, Sees)> = [
+        scoped(VIEWER),
+        scoped(OPERATOR),
+        scoped(jwt_viewer.as_str()),
+        everything(ADMIN),
+        everything(jwt_admin.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut failures = Vec::new();
+    for (who, topic, expected) in table {
+        let topic = topic.replace("op:A", &format!("op:{a}")).replace("op:B", &format!("op:{b}"));
+        // A fresh socket per row, authenticated both ways in turn.
+        let mut client = if topic.len() % 2 == 0 { server.ws_as(who).await } else { server.ws_auth_message(who).await };
+        let got = subscribe_one(&mut client, &topic).await;
+        if got != expected {
+            failures.push(format!("{}… on {topic}: expected {expected:?}, got {got:?}", &who[..12]));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    server.stop().await;
+}
