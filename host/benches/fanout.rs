@@ -11,6 +11,8 @@
 //!   frame may carry several events);
 //! - server CPU-seconds used for the run, and events delivered per CPU-second;
 //! - the server's peak RSS;
+//! - how long the operations took to run, against the `steps x step_ms` their
+//!   plugin sleeps (delivery work must not slow the operations down);
 //! - idle memory per connection: the server's RSS growth for N idle sockets.
 //!
 //! `--server socketio` runs the same job against a socket.io server doing it
@@ -91,6 +93,9 @@ struct Args {
     socketio: bool,
     /// Print when each kind of event was committed, in 50 ms buckets.
     timeline: bool,
+    /// The `opal` binary to run (default: the one this benchmark was built
+    /// with), to compare two builds in one sitting.
+    opal: String,
 }
 
 fn args() -> Args {
@@ -103,6 +108,7 @@ fn args() -> Args {
         idle: 10_000,
         socketio: false,
         timeline: false,
+        opal: env!("CARGO_BIN_EXE_opal").to_owned(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -122,6 +128,7 @@ fn args() -> Args {
                     other => panic!("--server takes opal or socketio, not {other:?}"),
                 };
             }
+            "--opal" => a.opal = argv.get(i + 1).expect("a path after --opal").clone(),
             "--timeline" => {
                 a.timeline = true;
                 i += 1;
@@ -132,7 +139,7 @@ fn args() -> Args {
                 continue;
             }
             other => panic!(
-                "unknown flag {other}; flags: --server --clients --operations --steps --step-ms --window-ms --idle --timeline"
+                "unknown flag {other}; flags: --server --clients --operations --steps --step-ms --window-ms --idle --timeline --opal"
             ),
         }
         i += 2;
@@ -159,7 +166,7 @@ impl Server {
             node.arg("server.js").current_dir(dir).env("PROGRESS_WINDOW_MS", a.window_ms.to_string());
             node
         } else {
-            let mut opal = Command::new(env!("CARGO_BIN_EXE_opal"));
+            let mut opal = Command::new(&a.opal);
             opal.args(["serve", "--listen", "127.0.0.1:0", "--data"])
                 .arg(data.path())
                 .args(["--progress-window-ms", &a.window_ms.max(1).to_string()])
@@ -217,6 +224,24 @@ fn client_config() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig 
     tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(16 * 1024)
 }
 
+/// How long each operation ran (`started_at` to `finished_at`), sorted, in
+/// ms: a plugin that sleeps `steps x step_ms` should take about that long,
+/// however busy the sockets are.
+async fn run_times(addr: &str, ids: impl Iterator<Item = &String>) -> Vec<f64> {
+    let http = reqwest::Client::new();
+    let mut times = Vec::new();
+    for id in ids {
+        let url = format!("http://{addr}/api/v1/operations/{id}");
+        let op: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        let at = |field: &str| op[field].as_str().and_then(|t| humantime::parse_rfc3339(t).ok());
+        if let (Some(started), Some(finished)) = (at("started_at"), at("finished_at")) {
+            times.push(finished.duration_since(started).unwrap_or_default().as_secs_f64() * 1000.0);
+        }
+    }
+    times.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    times
+}
+
 /// Prints how many events of each kind were committed in each 50 ms after
 /// the first `operation.created`, from every operation's stored events.
 async fn timeline(addr: &str, ids: Vec<String>) {
@@ -242,6 +267,23 @@ async fn timeline(addr: &str, ids: Vec<String>) {
         kinds.sort();
         let line: Vec<String> = kinds.into_iter().map(|(k, n)| format!("{k} {n}")).collect();
         eprintln!("  {bucket:>5}: {}", line.join(", "));
+    }
+}
+
+/// Prints terminal-delivery latency by when the terminal event was committed,
+/// in 50 ms buckets after the first one: where in the run the tail comes from.
+fn latency_timeline(by_commit: Vec<(SystemTime, f64)>) {
+    let Some(start) = by_commit.iter().map(|(at, _)| *at).min() else { return };
+    let mut buckets: std::collections::BTreeMap<u128, Vec<f64>> = Default::default();
+    for (at, latency) in by_commit {
+        buckets.entry(at.duration_since(start).unwrap_or_default().as_millis() / 50 * 50).or_default().push(latency);
+    }
+    eprintln!("terminal latency by commit time (ms after the first terminal: deliveries p50 p99 max):");
+    for (bucket, mut latencies) in buckets {
+        latencies.sort_by(|x, y| x.partial_cmp(y).unwrap());
+        let (p50, p99) = (percentile(&latencies, 0.5), percentile(&latencies, 0.99));
+        let max = latencies.last().copied().unwrap_or(f64::NAN);
+        eprintln!("  {bucket:>5}: {:>6} {p50:>6.1} {p99:>6.1} {max:>6.1}", latencies.len());
     }
 }
 
@@ -295,7 +337,7 @@ async fn main() {
                     .await
                     .unwrap();
             }
-            let mut terminal: HashMap<String, f64> = HashMap::new();
+            let mut terminal: HashMap<String, (SystemTime, f64)> = HashMap::new();
             let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
             while terminal.len() < expected {
                 let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, ws.next()).await else { break };
@@ -322,7 +364,7 @@ async fn main() {
                                 let (at, id) = terminal_fields(payload);
                                 let at = humantime::parse_rfc3339(at).unwrap();
                                 let latency = received.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0;
-                                terminal.insert(id.to_owned(), latency);
+                                terminal.insert(id.to_owned(), (at, latency));
                             }
                         }
                         Frame::Ping | Frame::Other => {}
@@ -360,11 +402,15 @@ async fn main() {
     assert!(posts.iter().all(Option::is_some), "every POST is accepted");
 
     let mut latencies = Vec::new();
+    let mut by_commit = Vec::new();
     let mut lost = 0;
     for client in clients {
         let terminal = client.await.unwrap();
         lost += a.operations - terminal.len();
-        latencies.extend(terminal.into_values());
+        for (at, latency) in terminal.into_values() {
+            latencies.push(latency);
+            by_commit.push((at, latency));
+        }
     }
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds() - cpu_before;
@@ -372,6 +418,7 @@ async fn main() {
     let events = delivered.load(Ordering::Relaxed);
     latencies.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let (_, peak_kib) = server.rss_kib();
+    let run_ms = if a.socketio { Vec::new() } else { run_times(&server.addr, posts.iter().flatten()).await };
 
     // Idle connections: the server's RSS growth per socket that only said hello.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -413,6 +460,8 @@ async fn main() {
         "events_per_cpu_second": events as f64 / cpu,
         "clients_cpu_seconds": clients_cpu,
         "server_peak_rss_mib": peak_kib as f64 / 1024.0,
+        "operation_run_ms": {"p50": percentile(&run_ms, 0.5), "max": run_ms.last().copied().unwrap_or(f64::NAN),
+                             "planned": a.steps as f64 * a.step_ms as f64},
         "idle_connections": idle.len(),
         "idle_bytes_per_connection": per_idle,
     });
@@ -420,6 +469,7 @@ async fn main() {
     drop(idle);
     if a.timeline && !a.socketio {
         timeline(&server.addr, posts.into_iter().flatten().collect()).await;
+        latency_timeline(by_commit);
     }
     assert_eq!(lost, 0, "terminal events were lost");
 }

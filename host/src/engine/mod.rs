@@ -11,6 +11,7 @@ mod queue;
 mod recovery;
 mod retention;
 mod runner;
+mod runtime;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use crate::sandbox::Sandbox;
 use crate::store::{Change, OperationFilter, Store, StoreError};
 use cancel::CancelSwitch;
 use queue::{Queue, Queued};
+use runtime::RunnerRuntime;
 
 /// Engine settings, from the operator's config.
 #[derive(Debug, Clone)]
@@ -95,6 +97,18 @@ pub enum SubmitError {
     Store(#[from] StoreError),
 }
 
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// Recovering interrupted operations failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The runners' threads could not be started.
+    #[error("cannot start the runner threads: {0}")]
+    Threads(std::io::Error),
+}
+
 /// Why a cancel was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -124,7 +138,10 @@ struct Inner {
     /// Pending and running operations. A std mutex: held for queue
     /// bookkeeping only, never across an await.
     queue: Mutex<Queue>,
+    /// Runner tasks; spawned on `runners`, awaited at shutdown.
     tasks: TaskTracker,
+    /// Threads of the runners' own, apart from the sockets (see [`runtime`]).
+    runners: RunnerRuntime,
     shutdown: CancellationToken,
 }
 
@@ -137,7 +154,9 @@ impl Engine {
         registry: Arc<Registry>,
         sandbox: Arc<Sandbox>,
         config: EngineConfig,
-    ) -> Result<Engine, StoreError> {
+    ) -> Result<Engine, StartError> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runners = RunnerRuntime::start(threads).map_err(StartError::Threads)?;
         let requeued = recovery::recover(&store, &registry).await?;
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -147,6 +166,7 @@ impl Engine {
                 config,
                 queue: Mutex::new(Queue::default()),
                 tasks: TaskTracker::new(),
+                runners,
                 shutdown: CancellationToken::new(),
             }),
         };
@@ -277,13 +297,14 @@ impl Inner {
         };
         for start in started {
             let inner = self.clone();
-            self.tasks.spawn(async move {
+            let run = async move {
                 let id = start.op.id;
                 let policy = inner.config.types.get(&start.op.op_type).cloned().unwrap_or_default();
                 runner::run(&inner, start.op, start.plugin, &start.switch, &policy).await;
                 inner.lock_queue().finished(id);
                 inner.pump();
-            });
+            };
+            self.tasks.spawn_on(run, self.runners.handle());
         }
     }
 }

@@ -140,23 +140,23 @@ impl Subscriber {
             && key.op_id.is_none_or(|id| !self.hidden.contains(&id))
     }
 
-    /// Queues `events` (with their `frames`, shared if already built),
-    /// switching to coalesced delivery when the queue is full. Returns false
-    /// if the connection must be dropped.
-    fn deliver(&mut self, events: &[&Event], frames: Option<Arc<Frames>>, deadline: Duration) -> bool {
-        if events.is_empty() {
-            return true;
-        }
+    /// Queues `run`, the frames of `events`, switching to coalesced delivery
+    /// when the queue is full. Returns false if the connection must be dropped.
+    fn deliver<'e>(
+        &mut self,
+        run: Arc<Frames>,
+        mut events: impl Iterator<Item = &'e Event>,
+        deadline: Duration,
+    ) -> bool {
         if self.lag.is_none() {
-            let frames = frames.unwrap_or_else(|| Frames::live(events));
-            match self.queue.try_send(frames) {
+            match self.queue.try_send(run) {
                 Ok(()) => return true,
                 Err(Refused::Closed) => return false,
                 Err(Refused::Full) => self.start_lagging(),
             }
         }
         let lag = self.lag.as_mut().expect("lagging");
-        events.iter().all(|e| lag.push((*e).clone()) == Backlog::Ok) && lag.since.elapsed() < deadline
+        events.all(|e| lag.push(e.clone()) == Backlog::Ok) && lag.since.elapsed() < deadline
     }
 
     fn deliver_frame(&mut self, frame: Utf8Bytes) -> bool {
@@ -294,18 +294,28 @@ impl Publish for Hub {
                 state.remember(op.clone());
             }
         }
-        // A connection that wants every event of the batch gets the run every
-        // such connection gets; one that wants some gets a run of its own.
+        // Connections that want the same events of the batch (all of them, for
+        // every dashboard on `operations`; all but the log lines, often) get
+        // the same run: its frames are listed, and joined, once.
         let keys: Vec<EventKey<'_>> = events.iter().map(key).collect();
-        let mut everything: Option<Arc<Frames>> = None;
-        let mut dropped = Vec::new();
+        let mut runs: HashMap<Vec<usize>, Arc<Frames>> = HashMap::new();
         let mut wanted = Vec::with_capacity(events.len());
+        let mut dropped = Vec::new();
         for (id, subscriber) in &mut state.connections {
             wanted.clear();
-            wanted.extend(events.iter().zip(&keys).filter(|(_, k)| subscriber.wants(k)).map(|(e, _)| e));
-            let shared = (!wanted.is_empty() && wanted.len() == events.len())
-                .then(|| everything.get_or_insert_with(|| Frames::live(&events.iter().collect::<Vec<_>>())).clone());
-            if !subscriber.deliver(&wanted, shared, deadline) {
+            wanted.extend(keys.iter().enumerate().filter(|(_, k)| subscriber.wants(k)).map(|(i, _)| i));
+            if wanted.is_empty() {
+                continue;
+            }
+            let run = match runs.get(&wanted) {
+                Some(run) => run.clone(),
+                None => {
+                    let run = Frames::live(&wanted.iter().map(|&i| &events[i]).collect::<Vec<_>>());
+                    runs.insert(wanted.clone(), run.clone());
+                    run
+                }
+            };
+            if !subscriber.deliver(run, wanted.iter().map(|&i| &events[i]), deadline) {
                 dropped.push(*id);
             }
         }

@@ -2,9 +2,9 @@
 //! number of frames queued.
 //!
 //! The hub hands each connection a run of frames at a time: everything one
-//! committed batch holds for it. When every event of a batch is wanted (the
-//! common case: all dashboards on `operations`), every connection gets the
-//! same `Arc<Frames>`, and a socket that sends runs as one text frame
+//! committed batch holds for it. Connections that want the same events of a
+//! batch (the common case: all dashboards on `operations`) get the same
+//! `Arc<Frames>`, and a socket that sends runs as one text frame
 //! ([`Frames::joined`]) sends the same bytes as every other such socket,
 //! joined once.
 

@@ -3,7 +3,7 @@
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::{CLOSE_LAGGING, Connection, History, State, Topic, key, snapshot};
+use super::{CLOSE_LAGGING, Connection, Frames, History, State, Topic, key, snapshot};
 use crate::model::{Event, Operation, Seq};
 
 /// What a subscribe with `since` turned into.
@@ -97,7 +97,13 @@ impl Connection {
             })
             .collect();
         let count = missed.len();
-        let mut ok = subscriber.deliver(&missed.iter().collect::<Vec<_>>(), None, deadline);
+        // A replay is never skipped into: it is exactly the missed events.
+        let mut ok = missed.is_empty()
+            || subscriber.deliver(
+                Frames::new(missed.iter().map(|e| e.frame.clone()).collect()),
+                missed.iter(),
+                deadline,
+            );
         subscriber.topics.extend(new);
         let names: Vec<String> = topics.iter().map(ToString::to_string).collect();
         let resumed =
