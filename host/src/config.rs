@@ -270,6 +270,7 @@ struct ConfigFile {
     retention_days: Option<u64>,
     ping_interval_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
+    progress_delay_ms: Option<u64>,
     status_interval_ms: Option<u64>,
     plugin_poll_ms: Option<u64>,
     #[serde(default)]
@@ -356,6 +357,12 @@ impl ServerConfig {
         }
         if let Some(ms) = file.idle_timeout_ms {
             config.ws.idle_timeout = Duration::from_millis(positive("idle_timeout_ms", ms)?);
+        }
+        if let Some(ms) = file.progress_delay_ms {
+            if ms > 1000 {
+                return Err(ConfigError::Value(name.clone(), format!("progress_delay_ms must be 0 to 1000, not {ms}")));
+            }
+            config.ws.progress_delay = Duration::from_millis(ms);
         }
         if let Some(ms) = file.plugin_poll_ms {
             config.plugin_poll = Duration::from_millis(positive("plugin_poll_ms", ms)?);

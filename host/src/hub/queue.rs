@@ -64,6 +64,12 @@ impl Frames {
         self.frames.iter()
     }
 
+    /// True if the run is live progress and nothing else: it may wait a
+    /// moment for what follows it.
+    pub fn progress_only(&self) -> bool {
+        !self.states.is_empty() && self.states.iter().all(|s| s.is_some_and(|s| s.progress))
+    }
+
     /// How many frames the run holds.
     pub fn len(&self) -> usize {
         self.frames.len()

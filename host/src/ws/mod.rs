@@ -2,7 +2,8 @@
 //!
 //! Owns one task per socket: it says `hello`, turns client messages into hub
 //! subscriptions (through the authorization hook), writes the frames the hub
-//! queues for it, refills the queue from the hub's coalesced backlog when the
+//! queues for it (through its [`outbox`]: progress alone may wait a moment
+//! for what follows it), refills the queue from the hub's coalesced backlog when the
 //! connection lags, pings the peer and reaps it when it goes silent. Frames are
 //! the hub's shared bytes; nothing is re-serialized per client. A client that
 //! asks for it ([`Framing::Lines`]) gets each queued run as one text frame,
@@ -10,6 +11,7 @@
 //! `docs/protocol.md`.
 
 mod admit;
+mod outbox;
 mod protocol;
 
 use std::collections::HashSet;
@@ -22,10 +24,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Access;
-use crate::hub::{Authorize, CLOSE_LAGGING, Connection, Frames, Hub, Principal, Receiver, Topic, superseded};
+use crate::hub::{Authorize, CLOSE_LAGGING, Connection, Hub, Principal, Topic};
 use crate::model::Operation;
 use crate::store::Store;
 pub use admit::{CLOSE_TOKEN_EXPIRED, CLOSE_TOO_MANY_CONNECTIONS, CLOSE_UNAUTHENTICATED};
+use outbox::Outbox;
 pub use protocol::PROTOCOL;
 use protocol::{ClientMessage, ServerMessage};
 
@@ -55,6 +58,9 @@ pub struct WsConfig {
     pub idle_timeout: Duration,
     /// Longest a single frame write may take before the peer counts as stalled.
     pub send_timeout: Duration,
+    /// Longest a run of progress alone waits for what follows it, so a wave
+    /// of progress leaves in few writes (see [`outbox`]); zero sends at once.
+    pub progress_delay: Duration,
 }
 
 impl Default for WsConfig {
@@ -63,6 +69,7 @@ impl Default for WsConfig {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(10),
+            progress_delay: Duration::from_millis(25),
         }
     }
 }
@@ -127,13 +134,12 @@ pub async fn serve(mut socket: WebSocket, cx: SocketContext, principal: Option<P
     let mut ping = tokio::time::interval_at(Instant::now() + cx.config.ping_interval, cx.config.ping_interval);
     let mut last_heard = Instant::now();
     let mut errors = 0u32;
+    let mut outbox = Outbox::new(cx.config.progress_delay);
     let (code, reason): (u16, &'static str) = loop {
         tokio::select! {
-            frame = frames.recv() => match frame {
-                Some(frame) => {
-                    // Write what is queued as one batch and flush once: one
-                    // syscall for many frames when events come thick and fast.
-                    if !write_batch(&mut sink, frame, &mut frames, framing, send_timeout).await {
+            run = frames.recv() => match run {
+                Some(run) => {
+                    if outbox.take(run, &mut frames) && !outbox.write(&mut sink, framing, send_timeout).await {
                         break (CLOSE_LAGGING, "stalled");
                     }
                     if frames.is_empty() && connection.lagging() {
@@ -188,6 +194,11 @@ pub async fn serve(mut socket: WebSocket, cx: SocketContext, principal: Option<P
                     connection.refill();
                 }
             }
+            () = sleep_until(outbox.due()) => {
+                if !outbox.write(&mut sink, framing, send_timeout).await {
+                    break (CLOSE_LAGGING, "stalled");
+                }
+            }
             () = cx.shutdown.cancelled() => break (CLOSE_GOING_AWAY, "server shutting down"),
             () = sleep_until(expiry) => break (CLOSE_TOKEN_EXPIRED, "the token has expired; reconnect with a fresh one"),
         }
@@ -209,54 +220,6 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
-}
-
-/// Runs written before one flush, at most.
-const BATCH: usize = 64;
-
-/// Writes `first` and whatever else is queued (up to [`BATCH`] runs) and
-/// flushes once, within `limit`. False if the peer did not take them in time.
-///
-/// A socket that finds many messages queued is behind: it skips the progress
-/// events that a newer state of the same operation, also in hand, makes stale
-/// ([`superseded`]), as the design's slow-consumer rule asks.
-async fn write_batch(
-    sink: &mut futures_util::stream::SplitSink<WebSocket, Message>,
-    first: Arc<Frames>,
-    queue: &mut Receiver,
-    framing: Framing,
-    limit: Duration,
-) -> bool {
-    let mut runs = vec![first];
-    while runs.len() < BATCH {
-        let Some(run) = queue.try_recv() else { break };
-        runs.push(run);
-    }
-    let skip = superseded(&runs);
-    let write = async {
-        for (i, run) in runs.iter().enumerate() {
-            let skip = skip.as_ref().map(|s| &s[i]).filter(|s| s.contains(&true));
-            match (framing, skip) {
-                (Framing::Lines, None) => sink.feed(Message::Text(run.joined().clone())).await?,
-                (Framing::Lines, Some(skip)) => {
-                    let kept: Vec<&str> =
-                        run.iter().zip(skip).filter(|(_, skip)| !**skip).map(|(f, _)| f.as_str()).collect();
-                    if !kept.is_empty() {
-                        sink.feed(Message::Text(kept.join("\n").into())).await?;
-                    }
-                }
-                (Framing::OnePerFrame, skip) => {
-                    for (j, frame) in run.iter().enumerate() {
-                        if !skip.is_some_and(|s| s[j]) {
-                            sink.feed(Message::Text(frame.clone())).await?;
-                        }
-                    }
-                }
-            }
-        }
-        sink.flush().await
-    };
-    matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
 }
 
 type Reply = Result<Option<String>, (&'static str, String)>;
