@@ -24,6 +24,8 @@ pub(crate) struct AuthSection {
     #[serde(default)]
     cors_origins: Vec<String>,
     #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
     tokens: Vec<TokenSection>,
 }
 
@@ -78,6 +80,10 @@ impl AuthSection {
             check_origin(origin)?;
         }
         config.cors_origins = self.cors_origins;
+        for host in &self.allowed_hosts {
+            super::host::check_entry(host)?;
+        }
+        config.allowed_hosts = self.allowed_hosts;
         let mut names = HashSet::new();
         for token in self.tokens {
             let at = format!("auth.tokens {:?}", token.name);
@@ -186,6 +192,7 @@ mod tests {
             ("jwt_secret = \"short\"".to_owned(), "at least 32 bytes"),
             ("cors_origins = [\"https://a.example/path\"]".to_owned(), "is not an origin"),
             ("cors_origins = [\"*\"]".to_owned(), "is not an origin"),
+            ("allowed_hosts = [\"https://ops.example.com\"]".to_owned(), "is not a host"),
         ] {
             let err = auth(&bad).unwrap_err();
             assert!(err.contains(words), "{bad}: {err}");
