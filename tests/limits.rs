@@ -273,3 +273,59 @@ async fn with_credentials_a_foreign_host_is_served_to_tokens_but_is_no_origin() 
     assert_eq!(ws_from_page(&server, "opal.example.com", page, Some(ANN)).await, Ok(()));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn schedules_spend_starts_are_capped_and_name_their_creator() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| {
+        limited(config);
+        config.limits.max_schedules = 3;
+    })
+    .await;
+    let schedule = |target: &str| json!({"cron": "0 3 * * *", "type": "demo", "target": target, "params": {"steps": 1, "step_ms": 0}});
+    let create = |token: &'static str, target: String| {
+        let server = &server;
+        async move { server.request_as("POST", "/api/v1/schedules", Some(token), Some(&schedule(&target))).await }
+    };
+    // The start budget (a burst of 2) covers schedules too: 201, 201, then 429 within a few more.
+    let mut replies = Vec::new();
+    for i in 0..8 {
+        let reply = create(ANN, format!("s-{i}")).await;
+        let tripped = reply.status == 429;
+        replies.push(reply);
+        if tripped {
+            break;
+        }
+    }
+    assert_eq!(replies.iter().map(|r| r.status).collect::<Vec<_>>()[..2], [201, 201], "{replies:?}");
+    let tripped = replies.last().unwrap();
+    assert_eq!(tripped.status, 429, "{replies:?}");
+    assert!(tripped.body["detail"].as_str().unwrap().contains("user:ann"), "{tripped:?}");
+    assert!(tripped.retry_after.is_some(), "{tripped:?}");
+    // The creator is recorded, and shown.
+    let first = replies[0].body["id"].as_str().unwrap().to_owned();
+    assert_eq!(replies[0].body["created_by"], "user:ann", "{:?}", replies[0]);
+    let shown = server.request_as("GET", &format!("/api/v1/schedules/{first}"), Some(BOB), None).await;
+    assert_eq!(shown.body["created_by"], "user:ann", "{shown:?}");
+    // Ann's budget comes back.
+    let mut i = 10;
+    eventually("a schedule after the limit", async || {
+        i += 1;
+        create(ANN, format!("s-{i}")).await.status == 201
+    })
+    .await;
+    // Three schedules is the most the server keeps: Bob, with budget to spare, gets 409 until one goes.
+    let full = create(BOB, "b-1".into()).await;
+    assert_eq!(full.status, 409, "{full:?}");
+    assert!(full.body["detail"].as_str().unwrap().contains("max_schedules"), "{full:?}");
+    let deleted = server.request_as("DELETE", &format!("/api/v1/schedules/{first}"), Some(ANN), None).await;
+    assert_eq!(deleted.status, 204);
+    let mine = create(BOB, "b-2".into()).await;
+    assert_eq!((mine.status, mine.body["created_by"].as_str()), (201, Some("user:bob")), "{mine:?}");
+    let list = server.request_as("GET", "/api/v1/schedules", Some(BOB), None).await.body;
+    let mut creators: Vec<&str> =
+        list["schedules"].as_array().unwrap().iter().map(|s| s["created_by"].as_str().unwrap()).collect();
+    creators.sort_unstable();
+    assert_eq!(creators, ["user:ann", "user:ann", "user:bob"], "{list}");
+    server.stop().await;
+}

@@ -203,6 +203,7 @@ impl From<ScheduleError> for ApiError {
             ScheduleError::Invalid(errors) => ApiError::Invalid { detail: "the schedule is invalid".into(), errors },
             ScheduleError::Submit(e) => e.into(),
             ScheduleError::NotFound(id) => ApiError::NotFound(format!("no schedule {id}")),
+            e @ ScheduleError::Full(_) => ApiError::Conflict { detail: e.to_string(), operation: None },
             ScheduleError::Store(e) => e.into(),
         }
     }

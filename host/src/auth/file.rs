@@ -50,6 +50,7 @@ pub(crate) struct LimitsSection {
     ws_messages_per_second: Option<f64>,
     max_connections_per_principal: Option<usize>,
     max_subscriptions: Option<usize>,
+    max_schedules: Option<usize>,
 }
 
 impl AuthSection {
@@ -156,6 +157,9 @@ impl LimitsSection {
         }
         if let Some(n) = self.max_subscriptions {
             limits.max_subscriptions = positive("max_subscriptions", n)?;
+        }
+        if let Some(n) = self.max_schedules {
+            limits.max_schedules = positive("max_schedules", n)?;
         }
         Ok(limits)
     }
