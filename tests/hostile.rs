@@ -98,12 +98,22 @@ async fn floods_are_cut_down_escapes_are_denied_and_ordinary_operations_complete
     let marker = op["details"]["truncated"].as_str().unwrap_or_else(|| panic!("a marker: {op}"));
     assert!(marker.contains("10485") && marker.contains("limit"), "{marker}");
 
-    // No grants: no file, no environment, no socket, no command.
+    // No grants: no file, no environment, no socket, no command. After the
+    // plugin's own "denied: ", each says why, in the host's (or WASI's) words.
     let op = server.wait_terminal(&escape).await;
     assert_eq!(op["status"], "completed", "{op}");
-    for attempt in ["file", "env", "socket", "command"] {
+    for (attempt, why) in [
+        // No directory is preopened, so no path exists for the plugin (WASI's ENOENT).
+        ("file", "No such file or directory (os error 44)"),
+        // The host's address check refused the connect (WASI's access-denied).
+        ("socket", "Permission denied (os error 2)"),
+        // The environment the host gave it is empty (the plugin's words).
+        ("env", "no variables"),
+        // The host's exec interface, which is where the plugin's call went.
+        ("command", r#"denied: no command is granted to this plugin (asked for "/bin/sh -c echo escaped")"#),
+    ] {
         let said = op["details"][attempt].as_str().unwrap();
-        assert!(said.starts_with("denied: "), "{attempt} was not denied: {said}");
+        assert_eq!(said.strip_prefix("denied: "), Some(why), "{attempt}: {}", op["details"]);
     }
     let reached = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
     assert!(reached.is_err(), "the plugin reached the listener");
