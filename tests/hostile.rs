@@ -1,6 +1,7 @@
 //! The hostile-plugin suite, part two: plugins that flood the host (a million
-//! progress reports, 100 MB of log, 10 MB of details) or try to escape the
-//! sandbox without grants. Each is cut down or denied with a clear marker,
+//! progress reports, 100 MB of log, 10 MB of details, 100 KB messages) or try
+//! to escape the sandbox without grants. Each is cut down or denied with a
+//! clear marker,
 //! ten ordinary operations started at the same time all complete, and the
 //! host's memory stays bounded. (The crashing plugins are in `faults.rs`.)
 //!
@@ -62,6 +63,7 @@ async fn floods_are_cut_down_escapes_are_denied_and_ordinary_operations_complete
     let logs = start(&server, "logs", json!({"mode": "log_flood"})).await;
     let details = start(&server, "details", json!({"mode": "details_bomb"})).await;
     let escape = start(&server, "escape", json!({"mode": "escape", "address": address, "path": "/etc/hostname"})).await;
+    let long = start(&server, "long", json!({"mode": "long_message"})).await;
 
     for id in &ordinary {
         let op = server.wait_terminal(id).await;
@@ -97,6 +99,20 @@ async fn floods_are_cut_down_escapes_are_denied_and_ordinary_operations_complete
     assert_eq!(op["status"], "completed", "{op}");
     let marker = op["details"]["truncated"].as_str().unwrap_or_else(|| panic!("a marker: {op}"));
     assert!(marker.contains("10485") && marker.contains("limit"), "{marker}");
+
+    // 102,000-byte messages (of 3-byte chars): cut at the last char boundary
+    // within 4 KiB, with a marker that says how much went.
+    let op = server.wait_terminal(&long).await;
+    let capped = format!("{}… [97905 bytes truncated]", "€".repeat(1365));
+    assert_eq!(op["error"]["code"], "plugin_error", "{op}");
+    assert_eq!(op["error"]["message"], capped.as_str(), "the failure message");
+    let events = server.get(&format!("/api/v1/operations/{long}/events")).await.body;
+    let reported: Vec<&Value> =
+        events["events"].as_array().unwrap().iter().filter(|e| e["event"] == "operation.progress").collect();
+    assert!(
+        reported.iter().any(|e| e["operation"]["message"] == capped.as_str()),
+        "the progress message: {reported:?}"
+    );
 
     // No grants: no file, no environment, no socket, no command. After the
     // plugin's own "denied: ", each says why, in the host's (or WASI's) words.

@@ -36,6 +36,8 @@ pub enum Mode {
     /// Try to read a file, read the environment, connect to `address` and
     /// run a command; succeed with what each attempt gave in the details.
     Escape,
+    /// Report a 102,000-byte progress message, then fail with one as long.
+    LongMessage,
     /// Behave: succeed at once.
     Succeed,
 }
@@ -104,6 +106,12 @@ impl Plugin for Faulty {
             }
             Mode::DetailsBomb => ctx.details(&serde_json::json!({ "blob": "x".repeat(10 << 20) })),
             Mode::Escape => return Ok(escape(&params)),
+            Mode::LongMessage => {
+                // Three bytes a char: the cut must fall on a char boundary.
+                let long = "€".repeat(34_000);
+                ctx.progress(50, &long);
+                return Err(Error::failed(long));
+            }
             Mode::Succeed => {}
         }
         Ok(Outcome::message("behaved"))
