@@ -9,24 +9,8 @@
 
 use std::time::Duration;
 
-use opal_tests::{TestServer, plugin_dir};
+use opal_tests::{RSS_BOUND_MIB, TestServer, plugin_dir, rss_mib};
 use serde_json::{Value, json};
-
-/// The host's resident memory after the suite must stay under this. It holds
-/// the wasm runtime, redb's page cache, and the ordinary runs; the floods'
-/// bytes must not stay (see docs/operations.md, "Plugin limits").
-const RSS_BOUND_MIB: u64 = 256;
-
-fn rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib / 1024
-}
 
 async fn start(server: &TestServer, target: &str, params: Value) -> String {
     let reply = server.post("/api/v1/operations", &json!({"type": "faulty", "target": target, "params": params})).await;
