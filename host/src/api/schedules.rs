@@ -50,7 +50,7 @@ pub(super) async fn create(
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(schedule)).into_response())
 }
 
-fn parse(bytes: &[u8]) -> Result<NewSchedule, ApiError> {
+pub(super) fn parse(bytes: &[u8]) -> Result<NewSchedule, ApiError> {
     let mut body = Body::parse(bytes)?;
     let (cron, op_type, target) = (body.text("cron"), body.text("type"), body.target());
     let params = body.params();
