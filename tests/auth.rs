@@ -2,6 +2,7 @@
 //! target scoping over HTTP and on every WebSocket topic, expired and forged
 //! credentials, and the WebSocket's ways in and out.
 
+use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opal_host::ServerConfig;
@@ -57,26 +58,24 @@ async fn dev_mode_refuses_to_listen_off_loopback() {
     assert!(err.contains("opal token new"), "the message says what to do: {err}");
 }
 
-/// Each row: method, path, body, and the status for no token, a bad token,
-/// the viewer, the operator and the admin, in that order (requests are made
-/// in that order too). `{a}` is a running operation on `site-a/1`, `{b}` one
-/// on `site-b/1`, `{sa}` and `{sb}` schedules on those targets.
-#[tokio::test]
-async fn every_role_against_every_endpoint() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_with(dir.path(), credentials).await;
-    let a = start_as(&server, ADMIN, &long_demo("site-a/1")).await;
-    let b = start_as(&server, ADMIN, &long_demo("site-b/1")).await;
-    let schedule = |target: &str| json!({"cron": "0 3 * * *", "type": "demo", "target": target, "params": {"steps": 1, "step_ms": 0}});
-    let mut schedules = Vec::new();
-    for target in ["site-a/s", "site-b/s"] {
-        let reply = server.request_as("POST", "/api/v1/schedules", Some(ADMIN), Some(&schedule(target))).await;
-        assert_eq!(reply.status, 201, "{reply:?}");
-        schedules.push(reply.body["id"].as_str().unwrap().to_owned());
-    }
-    let start = |target: &str| Some(json!({"type": "demo", "target": target, "params": {"steps": 1, "step_ms": 0}}));
-    type Row = (&'static str, &'static str, Option<Value>, [&'static [u16]; 5]);
-    let table: Vec<Row> = vec![
+fn schedule_body(target: &str) -> Value {
+    json!({"cron": "0 3 * * *", "type": "demo", "target": target, "params": {"steps": 1, "step_ms": 0}})
+}
+
+fn start_body(target: &str) -> Option<Value> {
+    Some(json!({"type": "demo", "target": target, "params": {"steps": 1, "step_ms": 0}}))
+}
+
+/// Method, path, body, and the statuses allowed for no token, a bad token,
+/// the viewer, the operator and the admin, in that order.
+type Row = (&'static str, &'static str, Option<Value>, [&'static [u16]; 5]);
+
+/// The role × endpoint table. `{a}` is a running operation on `site-a/1`,
+/// `{b}` one on `site-b/1`, `{sa}` and `{sb}` schedules on those targets.
+/// `the_role_table_covers_every_documented_endpoint` checks that it has a
+/// row for every method and path of the OpenAPI document.
+fn endpoint_table() -> Vec<Row> {
+    vec![
         ("GET", "/healthz", None, [&[200], &[200], &[200], &[200], &[200]]),
         ("GET", "/api/v1/openapi.json", None, [&[200], &[200], &[200], &[200], &[200]]),
         ("GET", "/api/v1/status", None, [&[401], &[401], &[200], &[200], &[200]]),
@@ -87,28 +86,50 @@ async fn every_role_against_every_endpoint() {
         ("GET", "/api/v1/operations/{b}", None, [&[401], &[401], &[404], &[404], &[200]]),
         ("GET", "/api/v1/operations/{a}/events", None, [&[401], &[401], &[200], &[200], &[200]]),
         ("GET", "/api/v1/operations/{b}/events", None, [&[401], &[401], &[404], &[404], &[200]]),
-        ("POST", "/api/v1/operations", start("site-a/new-{role}"), [&[401], &[401], &[403], &[202], &[202]]),
-        ("POST", "/api/v1/operations", start("site-b/new-{role}"), [&[401], &[401], &[403], &[403], &[202]]),
+        ("POST", "/api/v1/operations", start_body("site-a/new-{role}"), [&[401], &[401], &[403], &[202], &[202]]),
+        ("POST", "/api/v1/operations", start_body("site-b/new-{role}"), [&[401], &[401], &[403], &[403], &[202]]),
         ("GET", "/api/v1/schedules", None, [&[401], &[401], &[200], &[200], &[200]]),
         ("GET", "/api/v1/schedules/{sa}", None, [&[401], &[401], &[200], &[200], &[200]]),
         ("GET", "/api/v1/schedules/{sb}", None, [&[401], &[401], &[404], &[404], &[200]]),
-        ("POST", "/api/v1/schedules", Some(schedule("site-a/s-{role}")), [&[401], &[401], &[403], &[201], &[201]]),
-        ("POST", "/api/v1/schedules", Some(schedule("site-b/s-{role}")), [&[401], &[401], &[403], &[403], &[201]]),
+        ("POST", "/api/v1/schedules", Some(schedule_body("site-a/s-{role}")), [&[401], &[401], &[403], &[201], &[201]]),
+        ("POST", "/api/v1/schedules", Some(schedule_body("site-b/s-{role}")), [&[401], &[401], &[403], &[403], &[201]]),
         ("DELETE", "/api/v1/schedules/{sb}", None, [&[401], &[401], &[403], &[404], &[204]]),
         ("DELETE", "/api/v1/schedules/{sa}", None, [&[401], &[401], &[403], &[204], &[404]]),
         ("POST", "/api/v1/operations/{b}/cancel", None, [&[401], &[401], &[403], &[404], &[202]]),
         // The operator's cancel may already have ended it by the admin's turn.
         ("POST", "/api/v1/operations/{a}/cancel", None, [&[401], &[401], &[403], &[202], &[202, 409]]),
-    ];
-    let callers: [(&str, Option<&str>); 5] = [
-        ("none", None),
-        ("forged", Some("opal_not_a_token")),
-        ("viewer", Some(VIEWER)),
-        ("operator", Some(OPERATOR)),
-        ("admin", Some(ADMIN)),
+    ]
+}
+
+/// Every row of [`endpoint_table`], as every caller, in the table's order
+/// (requests are made in that order too). An expired JWT gets what no token
+/// gets.
+#[tokio::test]
+async fn every_role_against_every_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), credentials).await;
+    let a = start_as(&server, ADMIN, &long_demo("site-a/1")).await;
+    let b = start_as(&server, ADMIN, &long_demo("site-b/1")).await;
+    let mut schedules = Vec::new();
+    for target in ["site-a/s", "site-b/s"] {
+        let reply = server.request_as("POST", "/api/v1/schedules", Some(ADMIN), Some(&schedule_body(target))).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+        schedules.push(reply.body["id"].as_str().unwrap().to_owned());
+    }
+    let table = endpoint_table();
+    let expired = jwt("root", "admin", &[], -10);
+    // Each caller, and the column of the table it is held to.
+    let callers: [(&str, Option<&str>, usize); 6] = [
+        ("none", None, 0),
+        ("forged", Some("opal_not_a_token"), 1),
+        ("expired", Some(expired.as_str()), 0),
+        ("viewer", Some(VIEWER), 2),
+        ("operator", Some(OPERATOR), 3),
+        ("admin", Some(ADMIN), 4),
     ];
     for (method, path, body, expected) in &table {
-        for ((role, token), allowed) in callers.iter().zip(expected) {
+        for (role, token, column) in &callers {
+            let allowed = expected[*column];
             let path = path
                 .replace("{a}", &a)
                 .replace("{b}", &b)
@@ -402,5 +423,134 @@ async fn every_role_against_every_kind_of_topic() {
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    server.stop().await;
+}
+
+/// Routes the router serves that the OpenAPI document leaves out on
+/// purpose: the WebSocket (described in docs/protocol.md and its schemas)
+/// and the dashboard's page and assets.
+const UNDOCUMENTED: [(&str, &str); 3] = [("GET", "/api/v1/ws"), ("GET", "/"), ("GET", "/assets/{version}/{file}")];
+
+/// Every (method, path) the OpenAPI document describes.
+fn documented(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut pairs = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete", "head", "options"].contains(&method.as_str()) {
+                pairs.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    pairs
+}
+
+/// The documented path template `path` falls under: equal segments, or any
+/// segment where the template has a `{parameter}`.
+fn template_of<'d>(path: &str, documented: &'d BTreeSet<(String, String)>, method: &str) -> Option<&'d str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    documented.iter().filter(|(m, _)| m == method).map(|(_, t)| t.as_str()).find(|template| {
+        let parts: Vec<&str> = template.split('/').collect();
+        parts.len() == segments.len()
+            && parts.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+    })
+}
+
+/// Every `.route("path", get(..).post(..))` in the router's source: axum
+/// cannot list a router's routes, so the test reads them where they are
+/// declared (the API's router and the dashboard's, which it merges).
+fn routed() -> BTreeSet<(String, String)> {
+    let mut pairs = BTreeSet::new();
+    for file in ["../host/src/api/mod.rs", "../host/src/dashboard/mod.rs"] {
+        let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).unwrap();
+        for (at, _) in text.match_indices(".route(\"") {
+            let rest = &text[at + ".route(\"".len()..];
+            let path = &rest[..rest.find('"').unwrap()];
+            // The call's arguments: up to the parenthesis that closes `.route(`.
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += i32::from(c == '(') - i32::from(c == ')');
+                    depth == 0
+                })
+                .map(|(i, _)| i)
+                .unwrap();
+            let call = &rest[..end];
+            for method in ["get", "post", "put", "patch", "delete"] {
+                let found = call.match_indices(&format!("{method}(")).any(|(i, _)| {
+                    i == 0 || !call[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+                });
+                if found {
+                    pairs.insert((method.to_uppercase(), path.to_owned()));
+                }
+            }
+        }
+    }
+    pairs
+}
+
+/// The role table cannot fall behind the API: it has a row for every method
+/// and path of the served OpenAPI document; every route of the router is in
+/// the document or in [`UNDOCUMENTED`]; and every documented endpoint is
+/// really served (answers neither 404 nor 405 for its method).
+#[tokio::test]
+async fn the_role_table_covers_every_documented_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), credentials).await;
+    let doc = server.get("/api/v1/openapi.json").await.body;
+    let documented = documented(&doc);
+    assert!(documented.contains(&("POST".into(), "/api/v1/operations".into())), "the document reads: {documented:?}");
+
+    let mut covered = BTreeSet::new();
+    for (method, path, _, _) in endpoint_table() {
+        let template = template_of(path, &documented, method)
+            .unwrap_or_else(|| panic!("the table tests {method} {path}, which the OpenAPI document does not describe"));
+        covered.insert((method.to_owned(), template.to_owned()));
+    }
+    let missing: Vec<_> = documented.difference(&covered).collect();
+    assert!(missing.is_empty(), "documented endpoints without a row in the role table: {missing:?}");
+
+    let routed = routed();
+    assert!(routed.contains(&("DELETE".into(), "/api/v1/schedules/{id}".into())), "the source reads: {routed:?}");
+    let undocumented: BTreeSet<(String, String)> =
+        UNDOCUMENTED.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+    let unknown: Vec<_> = routed.difference(&documented).filter(|r| !undocumented.contains(*r)).collect();
+    assert!(unknown.is_empty(), "routes neither in the OpenAPI document nor in UNDOCUMENTED: {unknown:?}");
+    let stale: Vec<_> = undocumented.iter().filter(|r| !routed.contains(*r) || documented.contains(*r)).collect();
+    assert!(stale.is_empty(), "UNDOCUMENTED lists what is not routed, or is documented: {stale:?}");
+    let unrouted: Vec<_> = documented.difference(&routed).collect();
+    assert!(unrouted.is_empty(), "documented but not in the router: {unrouted:?}");
+
+    // Every documented endpoint, with real ids, as the admin: served, whatever else it says.
+    let op = start_as(&server, ADMIN, &long_demo("site-a/served")).await;
+    let mut answered = Vec::new();
+    for (method, template) in &documented {
+        let schedule = if template.starts_with("/api/v1/schedules/") {
+            let reply = server.request_as("POST", "/api/v1/schedules", Some(ADMIN), Some(&schedule_body("x"))).await;
+            reply.body["id"].as_str().unwrap().to_owned()
+        } else {
+            String::new()
+        };
+        let path = template
+            .replace("{name}", "demo")
+            .replace("{id}", if template.starts_with("/api/v1/schedules/") { &schedule } else { &op });
+        assert!(!path.contains('{'), "a parameter this test does not fill: {template}");
+        let reply = server.request_as(method, &path, Some(ADMIN), None).await;
+        assert!(![404, 405].contains(&reply.status), "{method} {path} is documented but not served: {reply:?}");
+        answered.push(format!("{method} {path} {}", reply.status));
+    }
+    // And the check can fail: the router does answer 404 and 405.
+    assert_eq!(server.request_as("GET", "/api/v1/nothing-here", Some(ADMIN), None).await.status, 404);
+    assert_eq!(server.request_as("PUT", "/api/v1/status", Some(ADMIN), None).await.status, 405);
+    // The undocumented routes are served too (the WebSocket refuses a plain GET with 400).
+    let page = reqwest::get(format!("{}/", server.base)).await.unwrap().text().await.unwrap();
+    let asset = &page[page.find("/assets/").expect("the page loads its assets")..];
+    let asset = &asset[..asset.find(['"', '\'']).unwrap()];
+    for (method, path) in UNDOCUMENTED {
+        let path = if path.starts_with("/assets/") { asset } else { path };
+        let status = server.request_as(method, path, None, None).await.status;
+        assert!(![404, 405].contains(&status), "{method} {path}: {status}");
+    }
+    println!("{answered:#?}");
     server.stop().await;
 }

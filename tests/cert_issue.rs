@@ -97,18 +97,37 @@ async fn issues_verifiable_client_certificates_with_progress_per_certificate() {
     assert_eq!(op["message"], "issued 5 client certificates into /out");
     assert_eq!(op["details"], json!({"completed_certs": 5, "total_certs": 5}));
 
+    // Per certificate, through the server. Log lines are never throttled, so
+    // the stored events hold one "issued" line per certificate, in the
+    // users' order.
+    let events = server.get(&format!("/api/v1/operations/{id}/events")).await.body["events"].clone();
+    let events = events.as_array().unwrap();
+    let issued_logs: Vec<(u64, &str)> = events
+        .iter()
+        .filter(|e| e["event"] == "operation.log")
+        .filter_map(|e| Some((e["seq"].as_u64().unwrap(), e["message"].as_str()?)))
+        .filter(|(_, line)| line.starts_with("issued /out/"))
+        .collect();
+    let issued_users: Vec<&str> = issued_logs
+        .iter()
+        .map(|(_, line)| {
+            let rest = line.strip_prefix("issued /out/").unwrap();
+            let (user, serial) = rest.split_once(".crt.pem: serial ").unwrap_or_else(|| panic!("{line:?}"));
+            assert!(!serial.is_empty(), "{line:?} names the serial");
+            user
+        })
+        .collect();
+    assert_eq!(issued_users, USERS, "one log line per certificate, in order: {issued_logs:?}");
+
     // Progress: seed 000's messages, in order (the throttle may coalesce
     // some, and the last report may travel in the completed event), ending
     // at 100 with every certificate counted.
-    let events = server.get(&format!("/api/v1/operations/{id}/events")).await.body["events"].clone();
     let progress: Vec<(u64, String, Value)> = events
-        .as_array()
-        .unwrap()
         .iter()
         .filter(|e| e["event"] == "operation.progress")
         .map(|e| {
             let op = &e["operation"];
-            (op["progress"].as_u64().unwrap(), op["message"].as_str().unwrap().to_owned(), op["details"].clone())
+            (e["seq"].as_u64().unwrap(), op["message"].as_str().unwrap().to_owned(), op["details"].clone())
         })
         .collect();
     let mut expected: Vec<String> =
@@ -118,10 +137,26 @@ async fn issues_verifiable_client_certificates_with_progress_per_certificate() {
     for (_, message, _) in &progress {
         assert!(rest.any(|want| want == message), "{message:?} unexpected or out of order in {progress:?}");
     }
-    assert!(!progress.is_empty(), "no progress event");
     assert_eq!(op["progress"], 100, "{op}");
-    let counted: Vec<u64> = progress.iter().map(|p| p.2["completed_certs"].as_u64().unwrap()).collect();
+    // The counts the stream showed, the terminal event's last: more than one
+    // (one coalesced "5 of 5" would not do), never backwards, ending at the
+    // total. With a 1 ms window the throttle publishes at the first yield of
+    // the run (alice's file writes), while the count is still 0.
+    let terminal = events.last().unwrap();
+    assert_eq!(terminal["event"], "operation.completed", "{terminal}");
+    let mut counted: Vec<u64> = progress.iter().map(|p| p.2["completed_certs"].as_u64().unwrap()).collect();
+    counted.push(terminal["operation"]["details"]["completed_certs"].as_u64().unwrap());
     assert!(counted.windows(2).all(|w| w[0] <= w[1]), "completed_certs went backwards: {counted:?}");
+    counted.dedup();
+    assert!(counted.len() > 1, "progress coalesced into one count: {counted:?} in {progress:?}");
+    assert_eq!(counted.last(), Some(&5), "{counted:?}");
+    // And each count is told no sooner than the certificates it counts were
+    // issued: a progress event saying k done comes after the k-th "issued" line.
+    for (seq, message, details) in &progress {
+        let done = details["completed_certs"].as_u64().unwrap() as usize;
+        let logged = issued_logs.iter().filter(|(at, _)| at < seq).count();
+        assert!(logged >= done, "{message:?} (seq {seq}) says {done} done, but only {logged} were logged before it");
+    }
 
     // The files, checked with an independent parser and the CA's key.
     let ca_der = pem_der(&dirs.ca.join("ca.crt.pem"));

@@ -1,7 +1,10 @@
-//! A faulty plugin fails its own operation, with a clear error, and nothing
-//! else: the host keeps serving, and other operations complete.
+//! The hostile-plugin suite, part one: a faulty plugin (spinning, sleeping,
+//! trapping, panicking, exhausting memory or stack) fails its own operation,
+//! with a clear error, and nothing else: ten ordinary operations started at
+//! the same time complete, the host keeps serving, and its memory stays
+//! under the suite's bound. (The floods and escapes are in `hostile.rs`.)
 
-use opal_tests::{TestServer, plugin_dir};
+use opal_tests::{RSS_BOUND_MIB, TestServer, plugin_dir, rss_mib};
 use serde_json::json;
 
 async fn faulty_server(dir: &std::path::Path) -> TestServer {
@@ -17,12 +20,6 @@ async fn faulty_server(dir: &std::path::Path) -> TestServer {
 async fn each_fault_fails_only_its_own_operation_with_a_specific_error() {
     let dir = tempfile::tempdir().unwrap();
     let server = faulty_server(dir.path()).await;
-    // Ten ordinary operations run through all of it.
-    let mut ordinary = Vec::new();
-    for i in 0..10 {
-        ordinary.push(server.start_demo(&format!("bystander-{i}"), json!({"steps": 20, "step_ms": 100})).await);
-    }
-
     let cases = [
         ("spin", "timeout", "did not finish within 1500 ms"),
         ("sleep", "timeout", "did not finish within 1500 ms"),
@@ -31,33 +28,41 @@ async fn each_fault_fails_only_its_own_operation_with_a_specific_error() {
         ("memory", "memory_limit", "exceeded its memory limit of 16 MiB"),
         ("recurse", "trap", "crashed: stack overflow: "),
     ];
-    let mut ids = Vec::new();
-    for (mode, _, _) in &cases {
-        let reply = server
-            .post("/api/v1/operations", &json!({"type": "faulty", "target": *mode, "params": {"mode": mode}}))
-            .await;
-        assert_eq!(reply.status, 202, "{reply:?}");
-        ids.push(reply.body["id"].as_str().unwrap().to_owned());
-    }
-    for ((mode, code, words), id) in cases.iter().zip(&ids) {
+    // Ten ordinary operations and the faulty ones, all started at once: the
+    // ordinary ones run (2 s each) through every fault.
+    let ordinary =
+        (0..10).map(|i| start(&server, "demo", format!("bystander-{i}"), json!({"steps": 20, "step_ms": 100})));
+    let faulty = cases.iter().map(|(mode, _, _)| start(&server, "faulty", mode.to_string(), json!({"mode": mode})));
+    let mut ids = futures_util::future::join_all(ordinary.chain(faulty)).await;
+    let faulty = ids.split_off(10);
+    let ordinary = ids;
+
+    for ((mode, code, words), id) in cases.iter().zip(&faulty) {
         let op = server.wait_terminal(id).await;
         assert_eq!(op["status"], "failed", "{mode}: {op}");
         assert_eq!(op["error"]["code"], *code, "{mode}: {op}");
         let message = op["error"]["message"].as_str().unwrap();
         assert!(message.contains(words), "{mode}: {message:?} should say {words:?}");
     }
-
     for id in &ordinary {
         let bystander = server.wait_terminal(id).await;
         assert_eq!(bystander["status"], "completed", "{bystander}");
     }
-    // And the host still starts plugins afterwards.
-    let reply = server
-        .post("/api/v1/operations", &json!({"type": "faulty", "target": "x", "params": {"mode": "succeed"}}))
-        .await;
-    let after = server.wait_terminal(reply.body["id"].as_str().unwrap()).await;
+    // And the host still starts plugins afterwards, its memory bounded (this
+    // is the whole test process: the other tests' servers count too).
+    let after = server.run_to_end("faulty", "x", json!({"mode": "succeed"})).await;
     assert_eq!(after["status"], "completed", "{after}");
+    let rss = rss_mib();
+    assert!(rss < RSS_BOUND_MIB, "the host holds {rss} MiB after the faults; the bound is {RSS_BOUND_MIB} MiB");
+    eprintln!("test process RSS after the faults: {rss} MiB (bound {RSS_BOUND_MIB} MiB)");
     server.stop().await;
+}
+
+/// Starts an operation (which must be accepted); returns its id.
+async fn start(server: &TestServer, op_type: &str, target: String, params: serde_json::Value) -> String {
+    let reply = server.post("/api/v1/operations", &json!({"type": op_type, "target": target, "params": params})).await;
+    assert_eq!(reply.status, 202, "{reply:?}");
+    reply.body["id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

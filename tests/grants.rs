@@ -136,6 +136,33 @@ async fn a_plugin_reaches_what_is_granted_and_nothing_else() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_scratch_leaves_the_scratch_directory_with_what_the_plugin_wrote() {
+    for keep in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = plugin_dir(dir.path(), &["prober"]);
+        let grants = PluginGrants { scratch: true, keep_scratch: keep, ..Default::default() };
+        let server = TestServer::start_with(dir.path(), |c| {
+            c.plugin_dirs = vec![plugins];
+            c.types.insert("prober".into(), TypePolicy { grants, ..Default::default() });
+        })
+        .await;
+        let body = json!({"type": "prober", "target": "t", "params": {"write": ["/scratch/made.txt"]}});
+        let reply = server.post("/api/v1/operations", &body).await;
+        let id = reply.body["id"].as_str().unwrap_or_else(|| panic!("{reply:?}")).to_owned();
+        let op = server.wait_terminal(&id).await;
+        assert_eq!(allowed(&op["details"], "write /scratch/made.txt"), "wrote", "{op}");
+        // The run is over once it is terminal: the directory is removed before the end is recorded.
+        let scratch = dir.path().join("scratch").join(&id);
+        if keep {
+            assert_eq!(std::fs::read_to_string(scratch.join("made.txt")).unwrap(), "probed\n", "kept with its file");
+        } else {
+            assert!(!scratch.exists(), "keep_scratch = false, yet {} is left", scratch.display());
+        }
+        server.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_grants_nothing_is_reachable_and_a_command_log_goes_to_the_operation() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path());

@@ -1,6 +1,7 @@
 //! The hostile-plugin suite, part two: plugins that flood the host (a million
-//! progress reports, 100 MB of log, 10 MB of details) or try to escape the
-//! sandbox without grants. Each is cut down or denied with a clear marker,
+//! progress reports, 100 MB of log, 10 MB of details, 100 KB messages) or try
+//! to escape the sandbox without grants. Each is cut down or denied with a
+//! clear marker,
 //! ten ordinary operations started at the same time all complete, and the
 //! host's memory stays bounded. (The crashing plugins are in `faults.rs`.)
 //!
@@ -8,24 +9,8 @@
 
 use std::time::Duration;
 
-use opal_tests::{TestServer, plugin_dir};
+use opal_tests::{RSS_BOUND_MIB, TestServer, plugin_dir, rss_mib};
 use serde_json::{Value, json};
-
-/// The host's resident memory after the suite must stay under this. It holds
-/// the wasm runtime, redb's page cache, and the ordinary runs; the floods'
-/// bytes must not stay (see docs/operations.md, "Plugin limits").
-const RSS_BOUND_MIB: u64 = 256;
-
-fn rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kib / 1024
-}
 
 async fn start(server: &TestServer, target: &str, params: Value) -> String {
     let reply = server.post("/api/v1/operations", &json!({"type": "faulty", "target": target, "params": params})).await;
@@ -62,6 +47,7 @@ async fn floods_are_cut_down_escapes_are_denied_and_ordinary_operations_complete
     let logs = start(&server, "logs", json!({"mode": "log_flood"})).await;
     let details = start(&server, "details", json!({"mode": "details_bomb"})).await;
     let escape = start(&server, "escape", json!({"mode": "escape", "address": address, "path": "/etc/hostname"})).await;
+    let long = start(&server, "long", json!({"mode": "long_message"})).await;
 
     for id in &ordinary {
         let op = server.wait_terminal(id).await;
@@ -98,12 +84,36 @@ async fn floods_are_cut_down_escapes_are_denied_and_ordinary_operations_complete
     let marker = op["details"]["truncated"].as_str().unwrap_or_else(|| panic!("a marker: {op}"));
     assert!(marker.contains("10485") && marker.contains("limit"), "{marker}");
 
-    // No grants: no file, no environment, no socket, no command.
+    // 102,000-byte messages (of 3-byte chars): cut at the last char boundary
+    // within 4 KiB, with a marker that says how much went.
+    let op = server.wait_terminal(&long).await;
+    let capped = format!("{}… [97905 bytes truncated]", "€".repeat(1365));
+    assert_eq!(op["error"]["code"], "plugin_error", "{op}");
+    assert_eq!(op["error"]["message"], capped.as_str(), "the failure message");
+    let events = server.get(&format!("/api/v1/operations/{long}/events")).await.body;
+    let reported: Vec<&Value> =
+        events["events"].as_array().unwrap().iter().filter(|e| e["event"] == "operation.progress").collect();
+    assert!(
+        reported.iter().any(|e| e["operation"]["message"] == capped.as_str()),
+        "the progress message: {reported:?}"
+    );
+
+    // No grants: no file, no environment, no socket, no command. After the
+    // plugin's own "denied: ", each says why, in the host's (or WASI's) words.
     let op = server.wait_terminal(&escape).await;
     assert_eq!(op["status"], "completed", "{op}");
-    for attempt in ["file", "env", "socket", "command"] {
+    for (attempt, why) in [
+        // No directory is preopened, so no path exists for the plugin (WASI's ENOENT).
+        ("file", "No such file or directory (os error 44)"),
+        // The host's address check refused the connect (WASI's access-denied).
+        ("socket", "Permission denied (os error 2)"),
+        // The environment the host gave it is empty (the plugin's words).
+        ("env", "no variables"),
+        // The host's exec interface, which is where the plugin's call went.
+        ("command", r#"denied: no command is granted to this plugin (asked for "/bin/sh -c echo escaped")"#),
+    ] {
         let said = op["details"][attempt].as_str().unwrap();
-        assert!(said.starts_with("denied: "), "{attempt} was not denied: {said}");
+        assert_eq!(said.strip_prefix("denied: "), Some(why), "{attempt}: {}", op["details"]);
     }
     let reached = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
     assert!(reached.is_err(), "the plugin reached the listener");

@@ -184,3 +184,148 @@ async fn other_origins_are_refused_and_listed_ones_get_cors() {
     assert_eq!(allowed(&listed).as_deref(), Some("https://ops.example.com"));
     server.stop().await;
 }
+
+/// `METHOD url` with these `Host` and `Origin` headers (and a token, if any): status and body.
+async fn from_page(method: &str, url: &str, host: &str, origin: Option<&str>, token: Option<&str>) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = reqwest::Client::new().request(method.clone(), url).header("host", host);
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if method == reqwest::Method::POST {
+        request = request.header("content-type", "application/json").body(start("rebound").to_string());
+    }
+    let reply = request.send().await.unwrap();
+    let status = reply.status().as_u16();
+    (status, serde_json::from_str(&reply.text().await.unwrap()).unwrap_or(Value::Null))
+}
+
+/// A WebSocket upgrade with these `Host` and `Origin` headers: `Ok` if it got its `hello`, else the status.
+async fn ws_from_page(server: &TestServer, host: &str, origin: Option<&str>, token: Option<&str>) -> Result<(), u16> {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("host", host)];
+    headers.extend(origin.map(|o| ("origin", o)));
+    headers.extend(bearer.as_deref().map(|b| ("authorization", b)));
+    let stream = ws_open(&server.ws_url(), &headers).await?;
+    opal_tests::WsClient::greeted(stream).await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dev_mode_server_answers_only_to_loopback_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(dir.path()).await;
+    let port = server.base.rsplit(':').next().unwrap().to_owned();
+    let ops = format!("{}/api/v1/operations", server.base);
+    // A DNS rebinding page: its own name in Host and Origin, both agreeing. And the same name
+    // without Origin (a GET, or a script), and a request with no Host at all.
+    let rebound = format!("evil.example:{port}");
+    let page = format!("http://evil.example:{port}");
+    for (method, origin) in [("POST", Some(page.as_str())), ("GET", Some(&page)), ("GET", None)] {
+        let (status, body) = from_page(method, &ops, &rebound, origin, None).await;
+        assert_eq!(status, 403, "{method} with Host {rebound} and Origin {origin:?}: {body}");
+        assert_eq!(body["type"], "https://opal.dev/problems/host-not-allowed", "{body}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("dev mode") && detail.contains("allowed_hosts"), "{detail}");
+        assert_eq!(ws_from_page(&server, &rebound, origin, None).await, Err(403), "the upgrade too");
+    }
+    let (status, _) = from_page("GET", &format!("{}/", server.base), &rebound, None, None).await;
+    assert_eq!(status, 403, "the dashboard too");
+    assert_eq!(server.get("/api/v1/operations").await.body["operations"], json!([]), "nothing was started");
+    // Loopback names, on any port, each as its own page.
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}"), "localhost".into()]
+    {
+        let own = format!("http://{host}");
+        let (status, body) = from_page("POST", &ops, &host, Some(&own), None).await;
+        assert_eq!(status, 202, "Host {host}: {body}");
+        assert_eq!(ws_from_page(&server, &host, Some(&own), None).await, Ok(()), "Host {host}");
+        // A loopback name is no passport for another origin.
+        assert_eq!(from_page("POST", &ops, &host, Some(&page), None).await.0, 403, "Host {host}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn with_credentials_a_foreign_host_is_served_to_tokens_but_is_no_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| {
+        limited(config);
+        config.auth.allowed_hosts = vec!["opal.example.com".into()];
+    })
+    .await;
+    let ops = format!("{}/api/v1/operations", server.base);
+    // Behind a proxy that passes its public name on: a script with a token is served.
+    assert_eq!(from_page("GET", &ops, "proxy.example.com", None, Some(ANN)).await.0, 200);
+    assert_eq!(from_page("GET", &ops, "proxy.example.com", None, None).await.0, 401);
+    assert_eq!(ws_from_page(&server, "proxy.example.com", None, Some(ANN)).await, Ok(()));
+    // A browser page under that name is not this server's own page, unless the name is listed.
+    let (status, body) =
+        from_page("POST", &ops, "proxy.example.com", Some("https://proxy.example.com"), Some(ANN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("allowed_hosts"), "{body}");
+    let page = Some("https://proxy.example.com");
+    assert_eq!(ws_from_page(&server, "proxy.example.com", page, Some(ANN)).await, Err(403));
+    let page = Some("https://opal.example.com");
+    assert_eq!(from_page("POST", &ops, "opal.example.com", page, Some(ANN)).await.0, 202);
+    assert_eq!(ws_from_page(&server, "opal.example.com", page, Some(ANN)).await, Ok(()));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn schedules_spend_starts_are_capped_and_name_their_creator() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| {
+        limited(config);
+        config.limits.max_schedules = 3;
+    })
+    .await;
+    let schedule = |target: &str| json!({"cron": "0 3 * * *", "type": "demo", "target": target, "params": {"steps": 1, "step_ms": 0}});
+    let create = |token: &'static str, target: String| {
+        let server = &server;
+        async move { server.request_as("POST", "/api/v1/schedules", Some(token), Some(&schedule(&target))).await }
+    };
+    // The start budget (a burst of 2) covers schedules too: 201, 201, then 429 within a few more.
+    let mut replies = Vec::new();
+    for i in 0..8 {
+        let reply = create(ANN, format!("s-{i}")).await;
+        let tripped = reply.status == 429;
+        replies.push(reply);
+        if tripped {
+            break;
+        }
+    }
+    assert_eq!(replies.iter().map(|r| r.status).collect::<Vec<_>>()[..2], [201, 201], "{replies:?}");
+    let tripped = replies.last().unwrap();
+    assert_eq!(tripped.status, 429, "{replies:?}");
+    assert!(tripped.body["detail"].as_str().unwrap().contains("user:ann"), "{tripped:?}");
+    assert!(tripped.retry_after.is_some(), "{tripped:?}");
+    // The creator is recorded, and shown.
+    let first = replies[0].body["id"].as_str().unwrap().to_owned();
+    assert_eq!(replies[0].body["created_by"], "user:ann", "{:?}", replies[0]);
+    let shown = server.request_as("GET", &format!("/api/v1/schedules/{first}"), Some(BOB), None).await;
+    assert_eq!(shown.body["created_by"], "user:ann", "{shown:?}");
+    // Ann's budget comes back.
+    let mut i = 10;
+    eventually("a schedule after the limit", async || {
+        i += 1;
+        create(ANN, format!("s-{i}")).await.status == 201
+    })
+    .await;
+    // Three schedules is the most the server keeps: Bob, with budget to spare, gets 409 until one goes.
+    let full = create(BOB, "b-1".into()).await;
+    assert_eq!(full.status, 409, "{full:?}");
+    assert!(full.body["detail"].as_str().unwrap().contains("max_schedules"), "{full:?}");
+    let deleted = server.request_as("DELETE", &format!("/api/v1/schedules/{first}"), Some(ANN), None).await;
+    assert_eq!(deleted.status, 204);
+    let mine = create(BOB, "b-2".into()).await;
+    assert_eq!((mine.status, mine.body["created_by"].as_str()), (201, Some("user:bob")), "{mine:?}");
+    let list = server.request_as("GET", "/api/v1/schedules", Some(BOB), None).await.body;
+    let mut creators: Vec<&str> =
+        list["schedules"].as_array().unwrap().iter().map(|s| s["created_by"].as_str().unwrap()).collect();
+    creators.sort_unstable();
+    assert_eq!(creators, ["user:ann", "user:ann", "user:bob"], "{list}");
+    server.stop().await;
+}

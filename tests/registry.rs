@@ -155,12 +155,17 @@ async fn a_plugin_built_for_an_older_compatible_wit_version_still_runs() {
 async fn a_sha256_pin_refuses_other_contents() {
     let dir = tempfile::tempdir().unwrap();
     let plugins = plugins(dir.path(), &[("greeter-v1", "greeter-1.wasm"), ("greeter-v2", "greeter-2.wasm")]);
-    let pin = {
+    let sha256 = |plugin: &str| {
         use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(std::fs::read(wasm("greeter-v1")).unwrap()))
+        hex::encode(sha2::Sha256::digest(std::fs::read(wasm(plugin)).unwrap()))
     };
+    let (pin, other) = (sha256("greeter-v1"), sha256("greeter-v2"));
+    // A cache of its own (and no bundled plugins to fill it), to see what the refusal left there.
+    let cache = dir.path().join("cache");
     let server = TestServer::start_with(dir.path(), |c| {
         c.plugin_dirs = vec![plugins];
+        c.cache_dir = Some(cache.clone());
+        c.bundled_plugins = false;
         c.types.insert(
             "greeter".into(),
             opal_host::config::TypePolicy { sha256: vec![pin.clone()], ..Default::default() },
@@ -173,6 +178,15 @@ async fn a_sha256_pin_refuses_other_contents() {
     assert_eq!(greeter["sha256"], pin.as_str());
     let refused = &list["refused"][0];
     assert!(refused["source"].as_str().unwrap().ends_with("greeter-2.wasm"), "{list}");
-    assert!(refused["error"].as_str().unwrap().contains("not pinned"), "{list}");
+    assert_eq!(
+        refused["error"],
+        format!("plugin \"greeter\" has sha256 {other}, which is not pinned in the config (pinned: {pin})"),
+        "the refusal names both hashes"
+    );
+    // The refused contents were compiled to learn their name, but never cached.
+    let cached: Vec<String> =
+        std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(cached.iter().any(|f| f.starts_with(&pin)), "the accepted plugin is cached: {cached:?}");
+    assert!(!cached.iter().any(|f| f.starts_with(&other)), "the refused plugin left an artifact: {cached:?}");
     server.stop().await;
 }

@@ -22,6 +22,7 @@ async fn a_schedule_every_second_creates_operations_and_records_overlaps_as_skip
     let id = reply.body["id"].as_str().unwrap().to_owned();
     assert_eq!(reply.location.as_deref(), Some(format!("/api/v1/schedules/{id}").as_str()));
     assert!(reply.body["next_run_at"].is_string());
+    assert_eq!(reply.body["created_by"], "api", "dev mode's creator, as operations record it");
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let schedule = loop {

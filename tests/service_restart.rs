@@ -1,8 +1,9 @@
 //! The bundled `service-restart` plugin in a real server, running a harmless
 //! stand-in for systemctl (a shell script in a temp directory) under an exec
 //! grant: its output is in the operation's log while it still runs, a
-//! non-zero exit fails with the status and the end of stderr, and a command
-//! line outside the grant is denied without running.
+//! non-zero exit fails with the status and the end of stderr, a command
+//! line outside the grant is denied without running, and a deployment's
+//! command line comes from the config's params defaults.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -165,5 +166,71 @@ async fn a_failing_command_fails_with_its_status_and_stderr_and_the_grant_is_the
     let reply = server.post("/api/v1/operations", &body).await;
     assert_eq!(reply.status, 400, "{reply:?}");
     assert_eq!(reply.body["errors"][0]["field"], "params/unit", "{reply:?}");
+    server.stop().await;
+}
+
+/// A stand-in for `sudo -n`: refuses without `-n`, then runs the rest.
+fn fake_sudo(dir: &Path) -> PathBuf {
+    let script = dir.join("fake-sudo");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = -n ] || { echo 'sudo: a password is required' >&2; exit 1; }\nshift\nexec \"$@\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployment_sets_the_command_line_once_and_requests_name_only_the_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (systemctl, sudo) = (fake_systemctl(dir.path()), fake_sudo(dir.path()));
+    let (systemctl, sudo) = (systemctl.display().to_string(), sudo.display().to_string());
+    // As in docs/operations.md: `sudo -n systemctl restart <unit>`, set in
+    // [types.service-restart.params] and granted with the unit left open.
+    let defaults = json!({"command": sudo, "args": ["-n", systemctl, "restart"]});
+    let rule = ExecRule {
+        command: sudo.clone().into(),
+        args: vec!["-n".into(), systemctl.clone(), "restart".into(), "*".into()],
+    };
+    let policy = TypePolicy {
+        grants: PluginGrants { exec: vec![rule], ..Default::default() },
+        params: defaults.as_object().unwrap().clone(),
+        ..Default::default()
+    };
+    let server = TestServer::start_with(dir.path(), |c| {
+        c.types.insert("service-restart".into(), policy);
+    })
+    .await;
+
+    // The plugin's page shows what the deployment merges under its params.
+    let plugin = server.get("/api/v1/plugins/service-restart").await;
+    assert_eq!(plugin.status, 200, "{plugin:?}");
+    assert_eq!(plugin.body["param_defaults"], defaults, "{plugin:?}");
+    assert_eq!(plugin.body["name"], "service-restart", "the summary is still there: {plugin:?}");
+
+    // The request names only the unit; the configured command line runs.
+    let id = start(&server, "web-1", json!({"unit": "web.service"})).await;
+    let op = server.wait_terminal(&id).await;
+    assert_eq!(op["status"], "completed", "{op}");
+    let line_run = format!("{sudo} -n {systemctl} restart web.service");
+    assert_eq!(op["details"], json!({"unit": "web.service", "command": line_run, "exit_status": 0}));
+    assert_eq!(
+        op["params"],
+        json!({"unit": "web.service", "command": sudo, "args": ["-n", systemctl, "restart"]}),
+        "the record says what ran"
+    );
+    assert_eq!(logs(&server, &id).await[0], line("info", &format!("running {line_run} on web-1")));
+    assert_eq!(std::fs::read_to_string(dir.path().join("calls")).unwrap(), "restart web.service\n");
+
+    // A field the request sets wins whole (no merging of lists), and the
+    // grant is still the boundary: `sudo stop` is not granted, so nothing runs.
+    let id = start(&server, "web-2", json!({"unit": "web.service", "args": ["-n", systemctl, "stop"]})).await;
+    let op = server.wait_terminal(&id).await;
+    assert_eq!(op["status"], "failed", "{op}");
+    let message = op["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with(&format!("cannot run {sudo} -n {systemctl} stop web.service: denied: ")), "{message}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("calls")).unwrap(), "restart web.service\n", "only one ran");
     server.stop().await;
 }

@@ -18,6 +18,9 @@
 //! max_log_mib = 64             # log kept per run (default: max_log_mib)
 //! sha256 = "9f2c…"             # pin: load only these contents (a string or a list)
 //!
+//! [types.install-server.params]  # defaults under each request's params (the request's fields win)
+//! channel = "stable"
+//!
 //! [types.install-server.grants]  # nothing is granted unless listed here
 //! scratch = true                 # a fresh read-write /scratch per operation
 //! dirs = [{ host = "/srv/pkgs", guest = "/pkgs" }, { host = "/srv/out", guest = "/out", writable = true }]
@@ -111,6 +114,12 @@ pub struct TypePolicy {
     /// What this plugin may reach: scratch, directories, network, commands.
     #[serde(default)]
     pub grants: PluginGrants,
+    /// Defaults for this type's params (`[types.X.params]`), merged under
+    /// each request's params before they are checked: a top-level field the
+    /// request sets wins whole. A convenience, not a boundary (requests may
+    /// override any of them); the grants are the boundary.
+    #[serde(default, deserialize_with = "param_defaults")]
+    pub params: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The capabilities the operator grants one plugin (`[types.X.grants]`).
@@ -292,6 +301,44 @@ fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
         OneOrMany::One(one) => vec![one],
         OneOrMany::Many(many) => many,
     })
+}
+
+/// `[types.X.params]`: a TOML table, as the JSON object the plugin will see.
+/// TOML's date-times have no JSON form, so they are refused by name.
+fn param_defaults<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<serde_json::Map<String, serde_json::Value>, D::Error> {
+    fn json(at: &str, value: toml::Value) -> Result<serde_json::Value, String> {
+        Ok(match value {
+            toml::Value::String(s) => s.into(),
+            toml::Value::Integer(i) => i.into(),
+            toml::Value::Float(f) => serde_json::Number::from_f64(f)
+                .map(serde_json::Value::Number)
+                .ok_or_else(|| format!("params.{at}: {f} has no JSON form (use a finite number)"))?,
+            toml::Value::Boolean(b) => b.into(),
+            toml::Value::Datetime(t) => {
+                return Err(format!("params.{at}: the date-time {t} has no JSON form; write it as a string"));
+            }
+            toml::Value::Array(items) => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| json(&format!("{at}[{i}]"), v))
+                .collect::<Result<Vec<_>, _>>()?
+                .into(),
+            toml::Value::Table(table) => object(at, table)?.into(),
+        })
+    }
+    fn object(at: &str, table: toml::Table) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+        let prefix = if at.is_empty() { String::new() } else { format!("{at}.") };
+        table.into_iter().map(|(k, v)| json(&format!("{prefix}{k}"), v).map(|v| (k, v))).collect()
+    }
+    match toml::Value::deserialize(d)? {
+        toml::Value::Table(table) => object("", table).map_err(serde::de::Error::custom),
+        other => Err(serde::de::Error::custom(format!(
+            "params: must be a table of defaults for the plugin's params (key = value lines), not {}",
+            other.type_str()
+        ))),
+    }
 }
 
 fn millis<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -521,6 +568,43 @@ mod tests {
         ] {
             let err = parse(&format!("[types.x.grants]\n{bad}")).unwrap_err().to_string();
             assert!(err.contains(words), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn params_defaults_are_read_as_json_and_mistakes_named() {
+        let config = parse(
+            r#"
+            [types.service-restart.params]
+            command = "/usr/bin/sudo"
+            args = ["-n", "/usr/bin/systemctl", "restart"]
+            limits = { retries = 2, ratio = 0.5, on = true }
+            "#,
+        )
+        .unwrap();
+        let params = serde_json::Value::Object(config.policy("service-restart").params);
+        assert_eq!(
+            params,
+            serde_json::json!({
+                "command": "/usr/bin/sudo",
+                "args": ["-n", "/usr/bin/systemctl", "restart"],
+                "limits": {"retries": 2, "ratio": 0.5, "on": true},
+            })
+        );
+        assert!(config.policy("other").params.is_empty(), "no defaults unless set");
+        for (bad, words) in [
+            ("[types.x]\nparams = 5", "params: must be a table of defaults for the plugin's params"),
+            ("[types.x]\nparams = [\"a\"]", "key = value lines), not array"),
+            (
+                "[types.x.params]\nat = 1979-05-27T07:32:00Z",
+                "params.at: the date-time 1979-05-27T07:32:00Z has no JSON form",
+            ),
+            ("[types.x.params]\nw = { when = [1979-05-27] }", "params.w.when[0]: the date-time"),
+            ("[types.x.params]\nn = nan", "params.n: NaN has no JSON form"),
+        ] {
+            let err = parse(bad).unwrap_err().to_string();
+            assert!(err.contains(words), "{bad}: {err}");
+            assert!(err.contains("params"), "{bad}: the error names the section: {err}");
         }
     }
 

@@ -109,7 +109,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     }
     let shutdown = CancellationToken::new();
     registry.clone().watch(config.plugin_poll, shutdown.clone());
-    let schedules = Schedules::start(store.clone(), engine.clone(), shutdown.clone())?;
+    let schedules = Schedules::start(store.clone(), engine.clone(), config.limits.max_schedules, shutdown.clone())?;
     let status = StatusSources {
         engine: engine.clone(),
         hub: hub.clone(),

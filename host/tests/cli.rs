@@ -25,7 +25,10 @@ fn serve_prints_its_address_answers_and_stops_on_sigterm() {
 
     let mut stream = TcpStream::connect(addr).expect("it accepts connections");
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    stream.write_all(b"GET /api/v1/plugins HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    // In dev mode the Host must name loopback (see auth/host.rs).
+    stream
+        .write_all(format!("GET /api/v1/plugins HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");

@@ -42,7 +42,8 @@ impl Server {
         stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let body = body.map(Value::to_string).unwrap_or_default();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.addr,
             body.len()
         );
         stream.write_all(request.as_bytes()).unwrap();

@@ -155,7 +155,8 @@ impl Server {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         let body = body.map(Value::to_string).unwrap_or_default();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: opal\r\nConnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            self.addr,
             body.len()
         );
         stream.write_all(format!("{head}{body}").as_bytes()).unwrap();

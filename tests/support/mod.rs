@@ -17,6 +17,24 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 /// The longest any single wait in a test may take before it fails.
 pub const WAIT: Duration = Duration::from_secs(60);
 
+/// The most resident memory a hostile-suite test process (servers included)
+/// may hold after its floods and faults, in MiB. It covers the wasm runtime,
+/// redb's page cache and the ordinary runs; what the plugins flooded the
+/// host with must not stay (docs/operations.md, "Grants", explains the bound).
+pub const RSS_BOUND_MIB: u64 = 256;
+
+/// This process's resident memory (`VmRSS`), in MiB.
+pub fn rss_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status is readable");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kib / 1024
+}
+
 /// A running server and the temp directory that holds its data.
 pub struct TestServer {
     /// `http://127.0.0.1:<port>`.

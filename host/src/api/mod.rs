@@ -82,7 +82,7 @@ async fn healthz() -> &'static str {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 struct PluginList {
     /// Each plugin at its highest loaded version.
-    plugins: Vec<PluginSummary>,
+    plugins: Vec<PluginDetail>,
     /// Plugin files in the plugins directories that did not load, and why.
     refused: Vec<RefusedPlugin>,
 }
@@ -91,7 +91,7 @@ struct PluginList {
     responses((status = 200, description = "The loaded plugins, and the files that did not load", body = PluginList), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json")))]
 async fn list_plugins(State(app): State<AppState>, caller: Caller) -> Result<Json<PluginList>, ApiError> {
     caller.require(Role::Viewer, "reading plugins")?;
-    let plugins = app.registry.list().iter().map(|p| app.registry.summary(p)).collect();
+    let plugins = app.registry.list().iter().map(|p| PluginDetail::of(&app, p)).collect();
     Ok(Json(PluginList { plugins, refused: app.registry.refused() }))
 }
 
@@ -103,10 +103,32 @@ struct PluginQuery {
     version: Option<String>,
 }
 
+/// A plugin as `GET /api/v1/plugins` and `GET /api/v1/plugins/{name}` show
+/// it: its summary, and what this server's config adds to its params.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct PluginDetail {
+    #[serde(flatten)]
+    summary: PluginSummary,
+    /// The operator's defaults for this type's params (`[types.<name>.params]`
+    /// in the config; `{}` if none), merged under every request's params:
+    /// a top-level field the request sets wins.
+    #[schema(value_type = Object)]
+    param_defaults: serde_json::Map<String, serde_json::Value>,
+}
+
+impl PluginDetail {
+    fn of(app: &AppState, plugin: &crate::registry::Plugin) -> Self {
+        PluginDetail {
+            summary: app.registry.summary(plugin),
+            param_defaults: app.engine.param_defaults(&plugin.name).clone(),
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "The plugin's name (its operation type)"), PluginQuery),
     responses(
-        (status = 200, description = "The plugin at its highest version, or the highest that meets `version`", body = PluginSummary),
+        (status = 200, description = "The plugin at its highest version, or the highest that meets `version`, with the server's defaults for its params", body = PluginDetail),
         (status = 400, description = "version is not a semver requirement", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json"),
         (status = 404, description = "No such plugin, or no loaded version meets the requirement", body = Problem<'static>, content_type = "application/problem+json"),
     ))]
@@ -115,13 +137,13 @@ async fn get_plugin(
     caller: Caller,
     Path(name): Path<String>,
     query: Result<axum::extract::Query<PluginQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<PluginSummary>, ApiError> {
+) -> Result<Json<PluginDetail>, ApiError> {
     caller.require(Role::Viewer, "reading plugins")?;
     let axum::extract::Query(query) = query.map_err(|e| ApiError::field("", e.body_text()))?;
     let requirement =
         query.version.as_deref().map(version_req).transpose().map_err(|e| ApiError::field("version", e))?;
     match app.registry.resolve(&name, requirement.as_ref()) {
-        Ok(plugin) => Ok(Json(app.registry.summary(&plugin))),
+        Ok(plugin) => Ok(Json(PluginDetail::of(&app, &plugin))),
         Err(Unresolved::UnknownType) => Err(ApiError::NotFound(format!("no plugin named {name:?}"))),
         Err(Unresolved::NoMatchingVersion(message)) => Err(ApiError::NotFound(message)),
     }

@@ -171,5 +171,10 @@ mod tests {
             assert!(create.get(status).is_some(), "POST /operations documents {status}");
         }
         assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+        let detail = &doc["components"]["schemas"]["PluginDetail"];
+        assert!(
+            detail.to_string().contains("param_defaults"),
+            "GET /plugins/{{name}} documents param_defaults: {detail}"
+        );
     }
 }

@@ -73,7 +73,7 @@ pub(super) async fn create(
 }
 
 /// Reads the body field by field so that every problem is reported at once.
-fn parse_create(bytes: &[u8]) -> Result<SubmitRequest, ApiError> {
+pub(super) fn parse_create(bytes: &[u8]) -> Result<SubmitRequest, ApiError> {
     let mut body = Body::parse(bytes)?;
     let op_type = body.text("type");
     let target = body.target();

@@ -24,6 +24,8 @@ pub enum ApiError {
     Unauthorized(String),
     /// 403: authenticated, but not allowed to do this.
     Forbidden(String),
+    /// 403: a dev-mode server addressed by a name that is not loopback (see `auth::Refused::Host`).
+    HostNotAllowed(String),
     /// 404: no such resource (or one the caller may not see).
     NotFound(String),
     /// 409: conflicts with the current state; the operation in question is
@@ -97,6 +99,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Forbidden(detail) => {
                 (StatusCode::FORBIDDEN, "forbidden", "Forbidden", detail.as_str(), &[][..], None)
+            }
+            ApiError::HostNotAllowed(detail) => {
+                (StatusCode::FORBIDDEN, "host-not-allowed", "Host not allowed", detail.as_str(), &[][..], None)
             }
             ApiError::NotFound(detail) => {
                 (StatusCode::NOT_FOUND, "not-found", "Not found", detail.as_str(), &[][..], None)
@@ -198,6 +203,7 @@ impl From<ScheduleError> for ApiError {
             ScheduleError::Invalid(errors) => ApiError::Invalid { detail: "the schedule is invalid".into(), errors },
             ScheduleError::Submit(e) => e.into(),
             ScheduleError::NotFound(id) => ApiError::NotFound(format!("no schedule {id}")),
+            e @ ScheduleError::Full(_) => ApiError::Conflict { detail: e.to_string(), operation: None },
             ScheduleError::Store(e) => e.into(),
         }
     }

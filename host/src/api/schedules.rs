@@ -22,23 +22,35 @@ use crate::schedule::{NewSchedule, Schedule, ScheduleId};
         (status = 400, description = "Invalid: every field error is listed", body = Problem<'static>, content_type = "application/problem+json"), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"),
         (status = 403, description = "The caller may not create schedules, or not on this target", body = Problem<'static>, content_type = "application/problem+json"),
         (status = 404, description = "No plugin implements the type", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 409, description = "The server holds max_schedules schedules already", body = Problem<'static>, content_type = "application/problem+json"),
         (status = 413, description = "The body is over the limit", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 429, description = "Over the caller's start rate (a schedule spends a start)", body = Problem<'static>, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until a create may succeed"))),
+        (status = 502, description = "The plugin failed while validating", body = Problem<'static>, content_type = "application/problem+json"),
     ))]
-/// `POST /api/v1/schedules` `{cron, type, target, params?}`: 201 with the schedule.
+/// `POST /api/v1/schedules` `{cron, type, target, params?}`: 201 with the
+/// schedule. A create spends one of the caller's starts: a schedule is a way
+/// to start operations, so it must not be a way around the start limit.
 pub(super) async fn create(
     State(app): State<AppState>,
     caller: Caller,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator, "creating a schedule")?;
-    let request = parse(&super::body::bytes(body)?)?;
+    let mut request = parse(&super::body::bytes(body)?)?;
     caller.require_target(&request.target)?;
+    // After the cheap checks, before the plugin's: a refused request spends nothing.
+    app.access.take_start(&caller.0).map_err(|retry_after| ApiError::TooManyRequests {
+        detail: format!("{} is creating schedules and starting operations faster than its limit allows", caller.0.name),
+        retry_after,
+    })?;
+    caller.0.audit_name().clone_into(&mut request.created_by);
     let schedule = app.schedules.create(request).await?;
     let location = format!("/api/v1/schedules/{}", schedule.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(schedule)).into_response())
 }
 
-fn parse(bytes: &[u8]) -> Result<NewSchedule, ApiError> {
+pub(super) fn parse(bytes: &[u8]) -> Result<NewSchedule, ApiError> {
     let mut body = Body::parse(bytes)?;
     let (cron, op_type, target) = (body.text("cron"), body.text("type"), body.target());
     let params = body.params();
@@ -46,7 +58,7 @@ fn parse(bytes: &[u8]) -> Result<NewSchedule, ApiError> {
     let (Some(cron), Some(op_type), Some(target)) = (cron, op_type, target) else {
         return Err(ApiError::Internal("a missing field passed validation".into()));
     };
-    Ok(NewSchedule { cron, op_type, target, params })
+    Ok(NewSchedule { cron, op_type, target, params, created_by: "api".to_owned() })
 }
 
 fn parse_id(id: &str) -> Result<ScheduleId, ApiError> {

@@ -79,30 +79,112 @@ impl Access {
         (waiting < MAX_UNAUTHENTICATED).then_some(place)
     }
 
-    /// Whether a browser page at `origin` may use the API or open the
-    /// WebSocket: its own page (the origin names the `host` the request was
-    /// sent to) or an origin on the allow-list.
-    pub fn origin_allowed(&self, origin: &str, host: Option<&str>) -> bool {
-        let same = host.is_some_and(|host| {
-            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+    /// Whether a request addressed to `host` (its `Host` header) and, from a
+    /// browser, sent by a page at `origin` may be served at all:
+    /// - in dev mode, only a trusted `host` (loopback or `allowed_hosts`, see
+    ///   `host.rs`): nobody needs a token, so a page that reached this server
+    ///   by DNS rebinding under its own name would be admin;
+    /// - with an `origin`, only the server's own page (the origin names the
+    ///   `host`, and the host is trusted) or an origin on `cors_origins`.
+    ///
+    /// With credentials and no `origin` (curl, scripts, a proxy's health
+    /// check), any `Host` is served: the token decides.
+    pub fn admit_request(&self, host: Option<&str>, origin: Option<&str>) -> Result<(), Refused> {
+        let trusted = host.is_some_and(|h| super::host::trusted(h, &self.auth.allowed_hosts));
+        if self.auth.dev_mode() && !trusted {
+            return Err(Refused::Host(host.unwrap_or_default().to_owned()));
+        }
+        let Some(origin) = origin else { return Ok(()) };
+        if self.auth.cors_origins.iter().any(|o| o == origin) {
+            return Ok(());
+        }
+        let names_host = host.is_some_and(|host| {
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .is_some_and(|o| o.eq_ignore_ascii_case(host))
         });
-        same || self.auth.cors_origins.iter().any(|o| o == origin)
+        match (names_host, trusted) {
+            (true, true) => Ok(()),
+            (true, false) => Err(Refused::UntrustedOrigin(origin.to_owned())),
+            (false, _) => Err(Refused::Origin(origin.to_owned())),
+        }
     }
+}
+
+/// Why a request is refused before any handler sees it (a 403 each).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// Dev mode, and the request names a host that is neither loopback nor in `allowed_hosts`.
+    #[error(
+        "this server is in dev mode (no credentials are configured), so it answers only requests addressed to \
+         localhost or a loopback address; Host {0:?} is neither. A page under another name that reaches this \
+         server is what a DNS rebinding attack looks like. To serve this name, list it in auth.allowed_hosts"
+    )]
+    Host(String),
+    /// A browser page from another origin, not in `cors_origins`.
+    #[error("requests from a page at origin {0:?} are not allowed (see auth.cors_origins)")]
+    Origin(String),
+    /// A page whose origin names the request's host, but a host that is not trusted.
+    #[error(
+        "requests from a page at origin {0:?} are not allowed: its host is neither a loopback address nor in \
+         auth.allowed_hosts, and the origin is not in auth.cors_origins"
+    )]
+    UntrustedOrigin(String),
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn access(auth: AuthConfig) -> Arc<Access> {
+        let auth = AuthConfig { cors_origins: vec!["https://ops.example.com".into()], ..auth };
+        Access::new(auth, Limits::default())
+    }
+
+    fn with_credentials() -> AuthConfig {
+        AuthConfig { jwt_secret: Some(vec![b'k'; 32]), ..AuthConfig::dev() }
+    }
+
     #[test]
     fn origins_are_the_page_itself_or_listed() {
-        let auth = AuthConfig { cors_origins: vec!["https://ops.example.com".into()], ..AuthConfig::dev() };
-        let access = Access::new(auth, Limits::default());
-        assert!(access.origin_allowed("http://127.0.0.1:8080", Some("127.0.0.1:8080")));
-        assert!(access.origin_allowed("https://ops.example.com", Some("127.0.0.1:8080")));
-        assert!(!access.origin_allowed("https://evil.example", Some("127.0.0.1:8080")));
-        assert!(!access.origin_allowed("http://127.0.0.1:9999", Some("127.0.0.1:8080")));
-        assert!(!access.origin_allowed("null", None));
+        for access in [access(AuthConfig::dev()), access(with_credentials())] {
+            let local = Some("127.0.0.1:8080");
+            assert_eq!(access.admit_request(local, None), Ok(()));
+            assert_eq!(access.admit_request(local, Some("http://127.0.0.1:8080")), Ok(()));
+            assert_eq!(access.admit_request(Some("localhost:8080"), Some("http://localhost:8080")), Ok(()));
+            assert_eq!(access.admit_request(Some("[::1]:8080"), Some("http://[::1]:8080")), Ok(()));
+            assert_eq!(access.admit_request(local, Some("https://ops.example.com")), Ok(()));
+            for origin in ["https://evil.example", "http://127.0.0.1:9999", "null"] {
+                assert_eq!(access.admit_request(local, Some(origin)), Err(Refused::Origin(origin.into())));
+            }
+        }
+    }
+
+    #[test]
+    fn a_rebinding_page_is_refused() {
+        let (host, origin) = (Some("evil.example:8080"), Some("http://evil.example:8080"));
+        let dev = access(AuthConfig::dev());
+        assert_eq!(dev.admit_request(host, origin), Err(Refused::Host("evil.example:8080".into())));
+        assert_eq!(dev.admit_request(host, None), Err(Refused::Host("evil.example:8080".into())));
+        assert_eq!(dev.admit_request(None, None), Err(Refused::Host(String::new())));
+        // With credentials the token decides, but a browser page is still not its own origin.
+        let served = access(with_credentials());
+        assert_eq!(served.admit_request(host, None), Ok(()));
+        assert_eq!(served.admit_request(host, origin), Err(Refused::UntrustedOrigin(origin.unwrap().into())));
+    }
+
+    #[test]
+    fn allowed_hosts_are_served_as_their_own_origin() {
+        for auth in [AuthConfig::dev(), with_credentials()] {
+            let access = access(AuthConfig { allowed_hosts: vec!["opal.example.com".into()], ..auth });
+            let host = Some("opal.example.com");
+            assert_eq!(access.admit_request(host, None), Ok(()));
+            assert_eq!(access.admit_request(host, Some("https://opal.example.com")), Ok(()));
+            assert!(access.admit_request(host, Some("https://evil.example")).is_err());
+            assert!(access.admit_request(Some("evil.example"), Some("http://evil.example")).is_err());
+        }
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub(crate) struct AuthSection {
     #[serde(default)]
     cors_origins: Vec<String>,
     #[serde(default)]
+    allowed_hosts: Vec<String>,
+    #[serde(default)]
     tokens: Vec<TokenSection>,
 }
 
@@ -48,6 +50,7 @@ pub(crate) struct LimitsSection {
     ws_messages_per_second: Option<f64>,
     max_connections_per_principal: Option<usize>,
     max_subscriptions: Option<usize>,
+    max_schedules: Option<usize>,
 }
 
 impl AuthSection {
@@ -78,6 +81,10 @@ impl AuthSection {
             check_origin(origin)?;
         }
         config.cors_origins = self.cors_origins;
+        for host in &self.allowed_hosts {
+            super::host::check_entry(host)?;
+        }
+        config.allowed_hosts = self.allowed_hosts;
         let mut names = HashSet::new();
         for token in self.tokens {
             let at = format!("auth.tokens {:?}", token.name);
@@ -151,6 +158,9 @@ impl LimitsSection {
         if let Some(n) = self.max_subscriptions {
             limits.max_subscriptions = positive("max_subscriptions", n)?;
         }
+        if let Some(n) = self.max_schedules {
+            limits.max_schedules = positive("max_schedules", n)?;
+        }
         Ok(limits)
     }
 }
@@ -186,6 +196,7 @@ mod tests {
             ("jwt_secret = \"short\"".to_owned(), "at least 32 bytes"),
             ("cors_origins = [\"https://a.example/path\"]".to_owned(), "is not an origin"),
             ("cors_origins = [\"*\"]".to_owned(), "is not an origin"),
+            ("allowed_hosts = [\"https://ops.example.com\"]".to_owned(), "is not a host"),
         ] {
             let err = auth(&bad).unwrap_err();
             assert!(err.contains(words), "{bad}: {err}");

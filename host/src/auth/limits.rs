@@ -32,6 +32,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Topics one connection may hold.
     pub max_subscriptions: usize,
+    /// Schedules the server holds at once, all principals together.
+    pub max_schedules: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +46,7 @@ impl Default for Limits {
             ws_messages_per_second: 20.0,
             max_connections: 32,
             max_subscriptions: 256,
+            max_schedules: 1000,
         }
     }
 }

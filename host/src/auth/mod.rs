@@ -12,6 +12,7 @@
 
 mod access;
 mod file;
+mod host;
 mod jwt;
 pub mod limits;
 mod scope;
@@ -22,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-pub use access::{Access, MAX_UNAUTHENTICATED, Unauthenticated};
+pub use access::{Access, MAX_UNAUTHENTICATED, Refused, Unauthenticated};
 pub use file::MIN_JWT_SECRET;
 pub(crate) use file::{AuthSection, LimitsSection};
 pub use jwt::{Claims, looks_like_jwt, sign as sign_jwt, verify as verify_jwt};
@@ -133,6 +134,9 @@ pub struct AuthConfig {
     pub ws_auth_timeout: Duration,
     /// Origins allowed to call the API from a browser (CORS) and to open the WebSocket.
     pub cors_origins: Vec<String>,
+    /// Names besides loopback that requests may address the server by (`Host`):
+    /// `name` (any port) or `name:port`. See `host.rs` for why it matters.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -142,6 +146,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("jwt_secret", &self.jwt_secret.as_ref().map(|_| "<redacted>"))
             .field("ws_auth_timeout", &self.ws_auth_timeout)
             .field("cors_origins", &self.cors_origins)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }

@@ -7,6 +7,7 @@
 //! and to the store through `Change`s; it never touches redb, sockets or HTTP.
 
 mod cancel;
+mod defaults;
 mod queue;
 mod recovery;
 mod retention;
@@ -182,18 +183,31 @@ impl Engine {
     }
 
     /// Checks a request without starting anything: type known, a version
-    /// that meets `version` loaded, params valid.
+    /// that meets `version` loaded, params valid once the operator's
+    /// defaults are merged under them.
     pub async fn check(
         &self,
         op_type: &str,
         version: Option<&semver::VersionReq>,
         params: &serde_json::Value,
     ) -> Result<Arc<Plugin>, SubmitError> {
+        self.checked(op_type, version, params.clone()).await.map(|(plugin, _)| plugin)
+    }
+
+    /// [`Engine::check`], returning the params as merged with the defaults too.
+    async fn checked(
+        &self,
+        op_type: &str,
+        version: Option<&semver::VersionReq>,
+        requested: serde_json::Value,
+    ) -> Result<(Arc<Plugin>, serde_json::Value), SubmitError> {
         let plugin = self.inner.registry.resolve(op_type, version).map_err(|e| match e {
             Unresolved::UnknownType => SubmitError::UnknownType(op_type.to_owned()),
             Unresolved::NoMatchingVersion(message) => SubmitError::Invalid(vec![FieldError::new("version", message)]),
         })?;
-        let mut errors = plugin.schema.check(params, "params");
+        let defaults = self.param_defaults(&plugin.name);
+        let params = defaults::merge(defaults, requested.clone());
+        let mut errors = plugin.schema.check(&params, "params");
         if errors.is_empty() {
             let text = params.to_string();
             for (field, message) in plugin.component.validate(&self.inner.sandbox, &text).await? {
@@ -201,22 +215,26 @@ impl Engine {
                 errors.push(FieldError::new(field, message));
             }
         }
-        if errors.is_empty() { Ok(plugin) } else { Err(SubmitError::Invalid(errors)) }
+        defaults::blame(&mut errors, &plugin.name, defaults, &requested);
+        if errors.is_empty() { Ok((plugin, params)) } else { Err(SubmitError::Invalid(errors)) }
     }
 
-    /// Validates and admits a new operation, then queues it. Returns once the
+    /// The operator's params defaults for `op_type` (`[types.X.params]`; empty if none).
+    pub fn param_defaults(&self, op_type: &str) -> &serde_json::Map<String, serde_json::Value> {
+        static NONE: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
+            std::sync::LazyLock::new(serde_json::Map::new);
+        self.inner.config.types.get(op_type).map_or(&*NONE, |policy| &policy.params)
+    }
+
+    /// Validates and admits a new operation (its params merged with the
+    /// operator's defaults, as checked, stored and run), then queues it. Returns once the
     /// `pending` record is durable. Admission is atomic in the store: of many
     /// identical concurrent requests exactly one is admitted.
     pub async fn submit(&self, request: SubmitRequest) -> Result<Submitted, SubmitError> {
-        let plugin = self.check(&request.op_type, request.version.as_ref(), &request.params).await?;
+        let (plugin, params) = self.checked(&request.op_type, request.version.as_ref(), request.params).await?;
         let policy = self.policy(&plugin.name);
-        let mut operation = Operation::pending(
-            &plugin.name,
-            &plugin.version.to_string(),
-            &request.target,
-            request.params,
-            &request.created_by,
-        );
+        let mut operation =
+            Operation::pending(&plugin.name, &plugin.version.to_string(), &request.target, params, &request.created_by);
         operation.group = policy.exclusivity_group.or_else(|| plugin.exclusivity_group.clone());
         operation.idempotency_key = request.idempotency_key;
         match self.inner.store.commit(Change::Admit { operation: Arc::new(operation.clone()) }).await {

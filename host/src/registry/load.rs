@@ -1,5 +1,11 @@
-//! Loading one plugin: compile (or take from the cache), check the integrity
-//! pin, call `describe()`, check what it says, compile its params schema.
+//! Loading one plugin: compile (or take from the cache), call `describe()`,
+//! check the integrity pin and what it says, compile its params schema, and
+//! only then put what was compiled into the cache.
+//!
+//! The pin cannot be checked before compiling: pins are keyed by the plugin's
+//! name, which only `describe()` says. A refused file is compiled and its
+//! `describe()` runs (sandboxed, with no grants, like any call), but nothing
+//! of it is cached and it never runs an operation.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,9 +21,9 @@ pub(super) async fn load_one(
     source: &str,
     pins: &BTreeMap<String, Vec<String>>,
 ) -> Result<Plugin, LoadError> {
-    let component = {
+    let (component, pending) = {
         let sandbox = sandbox.clone();
-        tokio::task::spawn_blocking(move || sandbox.load(&wasm))
+        tokio::task::spawn_blocking(move || sandbox.load_deferred(&wasm))
             .await
             .map_err(|e| LoadError::Describe(format!("loader panicked: {e}")))??
     };
@@ -41,6 +47,8 @@ pub(super) async fn load_one(
     let version = semver::Version::parse(&info.version)
         .map_err(|e| LoadError::Describe(format!("version {:?} is not semver: {e}", info.version)))?;
     let schema = ParamsSchema::compile(&info.params_schema).map_err(LoadError::Describe)?;
+    // Accepted: what was compiled may be reused (a few MiB written off the runtime).
+    let _ = tokio::task::spawn_blocking(move || pending.store()).await;
     Ok(Plugin {
         name: info.name,
         version,

@@ -5,9 +5,10 @@
 //! Several versions of one plugin are served side by side; a request may name
 //! a semver requirement, and gets the highest version by default. Loading a
 //! plugin ([`load`]) means compiling it through the sandbox (or taking it from
-//! the cache), checking its `opal:plugin` version and its sha256 pin, calling
-//! `describe()`, checking what it says, and compiling its params schema. A
-//! plugin that fails to load is logged and skipped; the others are served.
+//! the cache), checking its `opal:plugin` version, calling `describe()`,
+//! checking its sha256 pin and what it says, compiling its params schema, and
+//! only then caching what was compiled. A plugin that fails to load is logged
+//! and skipped (and leaves nothing in the cache); the others are served.
 //!
 //! The plugins directories are watched ([`Registry::rescan`], on an interval):
 //! a `.wasm` added, replaced or removed takes effect without a restart. An

@@ -4,6 +4,10 @@
 //! exact engine (Wasmtime version, target, compiler settings), so the file name
 //! carries both: `<sha256 of the component>-<engine hash>.cwasm`. A change to
 //! either is a different name, i.e. a miss; stale files are never read.
+//!
+//! A miss is compiled in memory and written only when the caller accepts the
+//! component ([`Pending::store`]): a plugin the registry refuses (a sha256
+//! pin that does not match, an unusable `describe()`) leaves no artifact.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -41,31 +45,53 @@ fn artifact_path(dir: &Path, sha256: &str, engine_hash: &str) -> PathBuf {
     dir.join(format!("{sha256}-{engine_hash}.cwasm"))
 }
 
-/// Loads the component from the cache, or compiles and caches it.
-/// Returns the component and whether it came from the cache.
-pub(crate) fn load(engine: &Engine, dir: &Path, wasm: &[u8], sha256: &str) -> Result<(Component, bool), SandboxError> {
+/// A freshly compiled artifact, not yet in the cache.
+#[must_use = "an artifact not stored is compiled again next time"]
+pub struct Pending {
+    dir: PathBuf,
+    path: PathBuf,
+    /// The compiled bytes; `None` after a cache hit (nothing to store).
+    compiled: Option<Vec<u8>>,
+}
+
+impl Pending {
+    /// Writes the artifact into the cache (a failure is logged: the next
+    /// load compiles again).
+    pub fn store(self) {
+        let Some(compiled) = self.compiled else { return };
+        if let Err(e) = write_atomically(&self.dir, &self.path, &compiled) {
+            tracing::warn!(path = %self.path.display(), error = %e, "cannot cache compiled plugin; continuing without");
+        }
+    }
+}
+
+/// Loads the component from the cache, or compiles it. Returns the component,
+/// whether it came from the cache, and what to store if it did not.
+pub(crate) fn load(
+    engine: &Engine,
+    dir: &Path,
+    wasm: &[u8],
+    sha256: &str,
+) -> Result<(Component, bool, Pending), SandboxError> {
     let path = artifact_path(dir, sha256, &engine_hash(engine));
     if path.exists() {
-        // SAFETY: the file is one this function wrote with `precompile_component`
+        // SAFETY: the file is one this module wrote with `precompile_component`
         // of this exact engine configuration (the name encodes it), into a
         // directory owned by the host; Wasmtime also checks the header.
         #[allow(unsafe_code)]
         match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok((component, true)),
+            Ok(component) => return Ok((component, true, Pending { dir: dir.to_owned(), path, compiled: None })),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "unusable cached artifact; recompiling")
             }
         }
     }
     let compiled = engine.precompile_component(wasm).map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
-    if let Err(e) = write_atomically(dir, &path, &compiled) {
-        tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled plugin; continuing without");
-    }
     // SAFETY: `compiled` was produced just above by this engine.
     #[allow(unsafe_code)]
     let component =
         unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
-    Ok((component, false))
+    Ok((component, false, Pending { dir: dir.to_owned(), path, compiled: Some(compiled) }))
 }
 
 /// Writes to a temporary file and renames it into place, so a reader never
@@ -99,9 +125,14 @@ mod tests {
         let (fast, small) = (engine(wasmtime::OptLevel::Speed), engine(wasmtime::OptLevel::None));
         assert_ne!(engine_hash(&fast), engine_hash(&small), "compiler settings are part of the key");
 
-        assert!(!load(&fast, dir.path(), wasm, &sha).unwrap().1, "first compile");
+        let (_, cached, pending) = load(&fast, dir.path(), wasm, &sha).unwrap();
+        assert!(!cached, "first compile");
+        assert!(!load(&fast, dir.path(), wasm, &sha).unwrap().1, "not cached until stored");
+        pending.store();
         assert!(load(&fast, dir.path(), wasm, &sha).unwrap().1, "then cached");
-        assert!(!load(&small, dir.path(), wasm, &sha).unwrap().1, "another engine compiles again");
+        let (_, cached, pending) = load(&small, dir.path(), wasm, &sha).unwrap();
+        assert!(!cached, "another engine compiles again");
+        pending.store();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "one artifact per engine");
         // A changed component is another key as well.
         let changed = sha256_hex(&[wasm, b"\0"].concat());

@@ -1,11 +1,17 @@
 //! The host side of `opal:plugin/exec`: granted commands only, no shell, an
 //! empty environment, no stdin, output streamed into the operation's log.
 //!
-//! The child is spawned with `kill_on_drop`: when the run's future is dropped
-//! (timeout, forced stop after a cancel, server shutdown) the child is killed.
+//! The child is spawned in a process group of its own. When the run's future
+//! is dropped before the command has finished (timeout, forced stop after a
+//! cancel, server shutdown), the whole group is killed with SIGKILL, so a
+//! `sh -c "sleep 600 & wait"` leaves no `sleep` behind; `kill_on_drop` also
+//! has tokio reap the child. A command that finishes on its own is left
+//! alone, and so is a descendant that moved to another group or session
+//! (`setsid`): only the group is ours to kill.
 
 use std::process::Stdio;
 
+use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use super::bindings::opal::plugin::exec;
@@ -34,15 +40,36 @@ impl exec::Host for HostState {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot start {command}: {e}"))?;
+        // Declared after `child`, so dropped before it: the group is killed
+        // while its leader is still unreaped and its id cannot be reused.
+        let mut group = GroupKill(child.id().and_then(|id| Pid::from_raw(i32::try_from(id).ok()?)));
         let (stdout, stderr) = (child.stdout.take().expect("piped"), child.stderr.take().expect("piped"));
         let sink = self.log_sink();
         let (out, err, status) =
             tokio::join!(pump(stdout, LogLevel::Info, &sink), pump(stderr, LogLevel::Warn, &sink), child.wait());
+        // It ran to the end and closed its output: nothing of it is ours to kill.
+        group.0 = None;
         let status = status.map_err(|e| format!("{command} did not finish: {e}"))?;
         Ok(exec::Output { status: status.code().unwrap_or(-1), stdout: out, stderr: err })
+    }
+}
+
+/// A command's process group (its id is the leader's pid), killed with
+/// SIGKILL when this is dropped while it holds one.
+struct GroupKill(Option<Pid>);
+
+impl Drop for GroupKill {
+    fn drop(&mut self) {
+        if let Some(group) = self.0
+            && let Err(e) = kill_process_group(group, Signal::KILL)
+            && e != rustix::io::Errno::SRCH
+        {
+            tracing::warn!(pgid = group.as_raw_nonzero().get(), error = %e, "cannot kill a command's process group");
+        }
     }
 }
 

@@ -25,6 +25,7 @@ use std::time::Duration;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use cache::Pending;
 pub use call::{Fault, PluginDescription, RunLimits, RunOutput};
 pub use compat::WIT_VERSION;
 pub use host::{LogLine, MAX_DETAILS, RunHooks};
@@ -150,10 +151,19 @@ impl Sandbox {
         Ok(Arc::new(Sandbox { engine, linker, config, ticker_stop }))
     }
 
-    /// Compiles (or loads from the cache) and links a component.
+    /// Compiles (or loads from the cache) and links a component, and caches
+    /// what it compiled.
     pub fn load(&self, wasm: &[u8]) -> Result<Component, SandboxError> {
+        let (component, pending) = self.load_deferred(wasm)?;
+        pending.store();
+        Ok(component)
+    }
+
+    /// [`Sandbox::load`], but what it compiled goes into the cache only when
+    /// the caller calls [`Pending::store`], once it accepts the component.
+    pub fn load_deferred(&self, wasm: &[u8]) -> Result<(Component, Pending), SandboxError> {
         let sha256 = cache::sha256_hex(wasm);
-        let (component, from_cache) = cache::load(&self.engine, &self.config.cache_dir, wasm, &sha256)?;
+        let (component, from_cache, pending) = cache::load(&self.engine, &self.config.cache_dir, wasm, &sha256)?;
         let imports = compat::imports(&self.engine, &component);
         match compat::plugin_wit_version(&imports).map_err(SandboxError::Incompatible)? {
             Some(theirs) if !compat::compatible(&theirs) => {
@@ -163,7 +173,7 @@ impl Sandbox {
         }
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
         let pre = OperationPre::new(instance_pre).map_err(|e| SandboxError::Link(format!("{e:#}")))?;
-        Ok(Component { pre, sha256, from_cache, imports })
+        Ok((Component { pre, sha256, from_cache, imports }, pending))
     }
 
     /// Where per-operation scratch directories are made.

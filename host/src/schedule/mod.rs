@@ -6,11 +6,16 @@
 //! still active on the target, admission refuses it and the fire is recorded
 //! as skipped, never as a duplicate. Times are UTC. Fires missed while the
 //! server was down are not made up; the next one is computed from now.
+//!
+//! The table is bounded (`max_schedules`): every schedule is a timer entry
+//! and a record, and each one starts operations on its own, so their number
+//! must not be up to whoever may create them.
 
 mod model;
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
@@ -35,6 +40,8 @@ pub struct NewSchedule {
     pub target: String,
     /// Params.
     pub params: serde_json::Value,
+    /// Who asks (the principal's audit name), recorded as the schedule's `created_by`.
+    pub created_by: String,
 }
 
 /// Why a schedule could not be created or found.
@@ -50,6 +57,9 @@ pub enum ScheduleError {
     /// No such schedule.
     #[error("no schedule {0}")]
     NotFound(ScheduleId),
+    /// The server holds `max_schedules` schedules already.
+    #[error("the server has {0} schedules, the most it keeps (max_schedules); delete one first")]
+    Full(usize),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -68,6 +78,11 @@ struct Inner {
     table: Mutex<HashMap<ScheduleId, (Schedule, Cron)>>,
     /// Wakes the timer when the table changes.
     changed: Notify,
+    /// Most schedules at once.
+    max: usize,
+    /// Schedules held or being created: a place is taken before the slow
+    /// checks and the commit, so concurrent creates cannot overshoot `max`.
+    places: AtomicUsize,
 }
 
 /// Parses a cron expression (5 fields, or 6 with seconds first).
@@ -84,8 +99,14 @@ fn timestamp(time: DateTime<Utc>) -> Timestamp {
 }
 
 impl Schedules {
-    /// Loads the stored schedules and starts the timer.
-    pub fn start(store: Store, engine: Engine, shutdown: CancellationToken) -> Result<Schedules, StoreError> {
+    /// Loads the stored schedules and starts the timer; at most `max` may be
+    /// created (stored ones over it are kept, and block creating more).
+    pub fn start(
+        store: Store,
+        engine: Engine,
+        max: usize,
+        shutdown: CancellationToken,
+    ) -> Result<Schedules, StoreError> {
         let now = Utc::now();
         let mut table = HashMap::new();
         for mut schedule in store.schedules()? {
@@ -97,8 +118,9 @@ impl Schedules {
                 Err(e) => tracing::error!(schedule = %schedule.id, error = %e.message, "stored schedule skipped"),
             }
         }
-        let schedules =
-            Schedules { inner: Arc::new(Inner { store, engine, table: Mutex::new(table), changed: Notify::new() }) };
+        let places = AtomicUsize::new(table.len());
+        let inner = Inner { store, engine, table: Mutex::new(table), changed: Notify::new(), max, places };
+        let schedules = Schedules { inner: Arc::new(inner) };
         let timer = schedules.clone();
         tokio::spawn(async move { shutdown.run_until_cancelled(timer.run()).await });
         Ok(schedules)
@@ -110,6 +132,19 @@ impl Schedules {
 
     /// Creates a schedule after checking its cron, type and params.
     pub async fn create(&self, request: NewSchedule) -> Result<Schedule, ScheduleError> {
+        let places = &self.inner.places;
+        let max = self.inner.max;
+        places
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .map_err(|_| ScheduleError::Full(max))?;
+        let created = self.create_in_place(request).await;
+        if created.is_err() {
+            places.fetch_sub(1, Ordering::AcqRel);
+        }
+        created
+    }
+
+    async fn create_in_place(&self, request: NewSchedule) -> Result<Schedule, ScheduleError> {
         let cron = parse_cron(&request.cron).map_err(|e| ScheduleError::Invalid(vec![e]))?;
         let Some(first) = next_after(&cron, Utc::now()) else {
             return Err(ScheduleError::Invalid(vec![FieldError::new("cron", "never fires")]));
@@ -122,6 +157,7 @@ impl Schedules {
             target: request.target,
             params: request.params,
             created_at: Timestamp::now(),
+            created_by: Some(request.created_by),
             next_run_at: Some(timestamp(first)),
             runs: 0,
             skipped: 0,
@@ -151,6 +187,7 @@ impl Schedules {
         if self.lock().remove(&id).is_none() {
             return Err(ScheduleError::NotFound(id));
         }
+        self.inner.places.fetch_sub(1, Ordering::AcqRel);
         self.inner.store.commit(Change::DeleteSchedule(id)).await?;
         self.inner.changed.notify_one();
         Ok(())

@@ -95,6 +95,11 @@ pub struct Schedule {
     /// When it was created.
     #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
+    /// Who created it: `user:<name>`, or `api` in dev mode. `null` for a
+    /// schedule stored before Opal recorded it (records are JSON, so an old
+    /// one simply lacks the field).
+    #[serde(default)]
+    pub created_by: Option<String>,
     /// When it fires next.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub next_run_at: Option<Timestamp>,
@@ -118,5 +123,24 @@ impl Schedule {
         }
         self.recent_runs.insert(0, run);
         self.recent_runs.truncate(RECENT_RUNS);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A schedule exactly as the store held it before `created_by` existed.
+    const STORED_BEFORE_CREATED_BY: &str = r#"{"id":"01KAQ4ZB1W0C7GZJ5N3T8Y6M2D","cron":"0 3 * * *","type":"demo","target":"site-a/s","params":{"steps":1},"created_at":"2026-01-02T03:04:05.678Z","next_run_at":"2026-01-03T03:00:00Z","runs":2,"skipped":1,"failed":0,"recent_runs":[{"at":"2026-01-02T03:00:00.001Z","outcome":"skipped","operation_id":"01KAQ3ZB1W0C7GZJ5N3T8Y6M2D","message":"skipped: operation 01KAQ3ZB1W0C7GZJ5N3T8Y6M2D is still running"}]}"#;
+
+    #[test]
+    fn a_schedule_stored_before_created_by_still_reads() {
+        let old: Schedule = serde_json::from_str(STORED_BEFORE_CREATED_BY).expect("an old record reads");
+        assert_eq!((old.created_by.as_deref(), old.runs, old.recent_runs.len()), (None, 2, 1));
+        let mut new = old.clone();
+        new.created_by = Some("user:ann".into());
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(text.contains(r#""created_by":"user:ann""#), "{text}");
+        assert_eq!(serde_json::from_str::<Schedule>(&text).unwrap(), new);
     }
 }

@@ -4,14 +4,21 @@
 //! the operator's exec grant allows it. The grant is the boundary: a command
 //! line it does not list fails as denied, whatever the params say.
 //!
+//! A deployment sets its command line once, in the config's params defaults
+//! for this type, so requests and schedules name only the unit:
+//!
+//! ```toml
+//! [types.service-restart.params]     # merged under every request's params
+//! command = "/usr/bin/sudo"
+//! args = ["-n", "/usr/bin/systemctl", "restart"]
+//!
+//! [types.service-restart.grants]
+//! exec = [{ command = "/usr/bin/sudo", args = ["-n", "/usr/bin/systemctl", "restart", "*"] }]
+//! ```
+//!
 //! The host streams the command's output into the operation's log while it
 //! runs (stdout at `info`, stderr at `warn`). A non-zero exit fails the
 //! operation with the exit status and the tail of stderr.
-//!
-//! ```toml
-//! [types.service-restart.grants]
-//! exec = [{ command = "/usr/bin/systemctl", args = ["restart", "*"] }]
-//! ```
 
 mod unit;
 
@@ -27,6 +34,7 @@ pub struct Params {
     /// The systemd unit, e.g. `nginx.service` (`nginx` means the same to systemctl).
     pub unit: String,
     /// The program that restarts it: an absolute path the operator's exec grant lists.
+    /// A deployment sets it (and `args`) once, in `[types.service-restart.params]`.
     #[serde(default = "default_command")]
     pub command: String,
     /// The arguments before the unit. The command line is `command args... unit`.

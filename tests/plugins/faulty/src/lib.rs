@@ -36,6 +36,8 @@ pub enum Mode {
     /// Try to read a file, read the environment, connect to `address` and
     /// run a command; succeed with what each attempt gave in the details.
     Escape,
+    /// Report a 102,000-byte progress message, then fail with one as long.
+    LongMessage,
     /// Behave: succeed at once.
     Succeed,
 }
@@ -104,6 +106,12 @@ impl Plugin for Faulty {
             }
             Mode::DetailsBomb => ctx.details(&serde_json::json!({ "blob": "x".repeat(10 << 20) })),
             Mode::Escape => return Ok(escape(&params)),
+            Mode::LongMessage => {
+                // Three bytes a char: the cut must fall on a char boundary.
+                let long = "€".repeat(34_000);
+                ctx.progress(50, &long);
+                return Err(Error::failed(long));
+            }
             Mode::Succeed => {}
         }
         Ok(Outcome::message("behaved"))
@@ -123,10 +131,10 @@ fn escape(params: &Params) -> Outcome {
     let address = params.address.as_deref().unwrap_or("127.0.0.1:9");
     let socket =
         std::net::TcpStream::connect(address).map(|_| format!("connected to {address}")).map_err(|e| e.to_string());
-    let command = std::process::Command::new("/bin/sh")
-        .args(["-c", "echo escaped"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    // Through the host's exec interface: std::process does not exist on
+    // wasm32-wasip2, so only this way reaches the host's check.
+    let command = opal_sdk::exec::run("/bin/sh", &["-c", "echo escaped"])
+        .map(|o| format!("status {}, stdout {:?}", o.status, o.stdout))
         .map_err(|e| e.to_string());
     Outcome::message("tried").with_details(serde_json::json!({
         "file": said(file), "env": said(env), "socket": said(socket), "command": said(command),
