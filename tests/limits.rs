@@ -329,3 +329,32 @@ async fn schedules_spend_starts_are_capped_and_name_their_creator() {
     assert_eq!(creators, ["user:ann", "user:ann", "user:bob"], "{list}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn cors_is_off_unless_origins_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| {
+        limited(config);
+        config.auth.cors_origins.clear();
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/operations", server.base);
+    let allow = |r: &reqwest::Response| r.headers().get("access-control-allow-origin").cloned();
+    // The origin limited() would list, and the server's own page: neither gets a CORS answer.
+    for origin in ["https://ops.example.com", server.base.as_str()] {
+        let preflight = http
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(allow(&preflight), None, "preflight from {origin}: {preflight:?}");
+        assert!(preflight.headers().get("access-control-allow-methods").is_none(), "{preflight:?}");
+        let get = http.get(&url).header("origin", origin).bearer_auth(ANN).send().await.unwrap();
+        assert_eq!(allow(&get), None, "GET from {origin}: {get:?}");
+    }
+    server.stop().await;
+}
