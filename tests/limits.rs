@@ -55,6 +55,13 @@ async fn starts_are_rate_limited_per_principal_and_recover() {
         let server = &server;
         async move { server.request_as("POST", "/api/v1/operations", Some(token), Some(&start(&target))).await }
     };
+    // Requests refused before the limit (a 400, a 413) spend nothing of it.
+    for _ in 0..4 {
+        let bad = server.request_as("POST", "/api/v1/operations", Some(ANN), Some(&json!({"type": "demo"}))).await;
+        assert_eq!(bad.status, 400, "{bad:?}");
+    }
+    let big = json!({"type": "demo", "target": "t", "pad": "x".repeat(4096)});
+    assert_eq!(server.request_as("POST", "/api/v1/operations", Some(ANN), Some(&big)).await.status, 413);
     // The burst of 2, then 429 (within a few more, whatever the machine's speed).
     let mut statuses = Vec::new();
     for i in 0..8 {
