@@ -55,6 +55,13 @@ async fn starts_are_rate_limited_per_principal_and_recover() {
         let server = &server;
         async move { server.request_as("POST", "/api/v1/operations", Some(token), Some(&start(&target))).await }
     };
+    // Requests refused before the limit (a 400, a 413) spend nothing of it.
+    for _ in 0..4 {
+        let bad = server.request_as("POST", "/api/v1/operations", Some(ANN), Some(&json!({"type": "demo"}))).await;
+        assert_eq!(bad.status, 400, "{bad:?}");
+    }
+    let big = json!({"type": "demo", "target": "t", "pad": "x".repeat(4096)});
+    assert_eq!(server.request_as("POST", "/api/v1/operations", Some(ANN), Some(&big)).await.status, 413);
     // The burst of 2, then 429 (within a few more, whatever the machine's speed).
     let mut statuses = Vec::new();
     for i in 0..8 {
@@ -327,5 +334,34 @@ async fn schedules_spend_starts_are_capped_and_name_their_creator() {
         list["schedules"].as_array().unwrap().iter().map(|s| s["created_by"].as_str().unwrap()).collect();
     creators.sort_unstable();
     assert_eq!(creators, ["user:ann", "user:ann", "user:bob"], "{list}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cors_is_off_unless_origins_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), |config| {
+        limited(config);
+        config.auth.cors_origins.clear();
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/operations", server.base);
+    let allow = |r: &reqwest::Response| r.headers().get("access-control-allow-origin").cloned();
+    // The origin limited() would list, and the server's own page: neither gets a CORS answer.
+    for origin in ["https://ops.example.com", server.base.as_str()] {
+        let preflight = http
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(allow(&preflight), None, "preflight from {origin}: {preflight:?}");
+        assert!(preflight.headers().get("access-control-allow-methods").is_none(), "{preflight:?}");
+        let get = http.get(&url).header("origin", origin).bearer_auth(ANN).send().await.unwrap();
+        assert_eq!(allow(&get), None, "GET from {origin}: {get:?}");
+    }
     server.stop().await;
 }

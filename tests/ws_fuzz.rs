@@ -5,7 +5,10 @@
 //! server must not panic, must answer every bad message with a documented
 //! `error` (or close with a documented code), must keep the honest client's
 //! stream exact, must end up holding no connection it does not need, and must
-//! stay within a memory bound.
+//! stay within a memory bound. The first run is in dev mode; the second has
+//! credentials, so the fuzzing also reaches the path before authentication:
+//! random first messages, silence, a late `auth`, and more waiting sockets
+//! than the server lets wait.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -38,6 +41,9 @@ impl Rng {
         (0..len).map(|_| char::from_u32(self.below(0x3000) as u32).unwrap_or('\u{fffd}')).collect()
     }
 }
+
+/// The two runs measure the process's memory, so they take turns.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Seqs to resume from: beyond the server's, the start, the first.
 const SEQS: [u64; 3] = [u64::MAX, 0, 1];
@@ -88,12 +94,14 @@ struct Tally {
 
 /// One fuzzing client: connects, sends its frames (reconnecting when the
 /// server closes it), and checks every message the server sends back.
-async fn fuzz(url: String, seed: u64) -> Tally {
+async fn fuzz(url: String, seed: u64, headers: Vec<(String, String)>) -> Tally {
     let mut rng = Rng(seed | 1);
     let mut tally = Tally::default();
     let mut sent = 0;
     while sent < FRAMES {
-        let (mut sink, mut stream) = ws_open(&url, &[]).await.expect("the server accepts a fuzzing client").split();
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let (mut sink, mut stream) =
+            ws_open(&url, &headers).await.expect("the server accepts a fuzzing client").split();
         let reader = tokio::spawn(async move {
             let mut errors = 0;
             loop {
@@ -143,6 +151,7 @@ fn resident_kib() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_and_malformed_frames_from_many_clients() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     static PANICS: AtomicUsize = AtomicUsize::new(0);
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -161,7 +170,7 @@ async fn random_and_malformed_frames_from_many_clients() {
 
     let url = server.ws_url();
     let fuzzers: Vec<_> =
-        (0..CLIENTS).map(|i| tokio::spawn(fuzz(url.clone(), 0x9e37_79b9_7f4a_7c15 ^ i as u64))).collect();
+        (0..CLIENTS).map(|i| tokio::spawn(fuzz(url.clone(), 0x9e37_79b9_7f4a_7c15 ^ i as u64, Vec::new()))).collect();
     // Meanwhile the honest client follows operations, seq by seq.
     let mut last_seq = 0;
     for round in 0..4 {
@@ -207,6 +216,190 @@ async fn random_and_malformed_frames_from_many_clients() {
     let grown = resident_kib().saturating_sub(baseline);
     println!("resident memory grew by {grown} KiB");
     assert!(grown < 128 * 1024, "memory grew by {grown} KiB over {CLIENTS} x {FRAMES} frames");
+    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "nothing panicked");
+    server.stop().await;
+}
+
+const FUZZ_TOKEN: &str = "opal_fuzz_token_for_the_ws_fuzz_test_00000000";
+const HONEST_TOKEN: &str = "opal_honest_token_for_the_ws_fuzz_test_000000";
+/// How long a socket without a header has to authenticate, in the run with credentials.
+const AUTH_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Clients that never authenticate properly, and connections each one makes.
+const UNAUTHENTICATED: usize = 16;
+const ATTEMPTS: usize = 12;
+
+fn credentials(config: &mut opal_host::ServerConfig) {
+    use opal_host::auth::{ApiToken, AuthConfig, Role, Scope, TokenHash};
+    let token = |name: &str, token: &str| ApiToken {
+        name: name.into(),
+        hash: TokenHash::of(token),
+        role: Role::Operator,
+        scope: Scope::from_patterns(&["**"]).unwrap(),
+    };
+    config.auth = AuthConfig {
+        tokens: vec![token("fuzz", FUZZ_TOKEN), token("honest", HONEST_TOKEN)],
+        ws_auth_timeout: AUTH_TIMEOUT,
+        ..AuthConfig::dev()
+    };
+}
+
+/// How a socket that is not authenticated by header ends: the messages it was
+/// sent before the close (there must be none) and the close code.
+async fn unauthenticated_end(
+    stream: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+) -> (usize, Option<u16>) {
+    let mut sent = 0;
+    loop {
+        match tokio::time::timeout(WAIT, stream.next()).await.expect("the server closes an unauthenticated socket") {
+            Some(Ok(Message::Close(frame))) => return (sent, frame.map(|f| u16::from(f.code))),
+            Some(Ok(Message::Text(_) | Message::Binary(_))) => sent += 1,
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return (sent, None),
+        }
+    }
+}
+
+/// One client that never gets in: each connection sends a random first
+/// message, nothing at all, or a valid `auth` too late. Each must be closed
+/// with 4401 (or 4429 while 256 sockets wait already), having been sent nothing.
+async fn fuzz_unauthenticated(url: String, seed: u64) -> Vec<Option<u16>> {
+    let mut rng = Rng(seed | 1);
+    let mut closes = Vec::new();
+    for _ in 0..ATTEMPTS {
+        let mut stream = ws_open(&url, &[]).await.expect("the upgrade needs no credentials");
+        match rng.below(4) {
+            0 | 1 => {
+                let first = frame(&mut rng);
+                let _ = stream.send(first).await;
+            }
+            2 => {} // silence
+            _ => {
+                tokio::time::sleep(AUTH_TIMEOUT + Duration::from_millis(200)).await;
+                let late = json!({"type": "auth", "token": FUZZ_TOKEN}).to_string();
+                let _ = stream.send(Message::Text(late.into())).await;
+            }
+        }
+        let (sent, close) = unauthenticated_end(&mut stream).await;
+        assert_eq!(sent, 0, "an unauthenticated socket is sent nothing");
+        closes.push(close);
+    }
+    closes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pre_auth_path_under_fuzz_with_credentials() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    static PANICS: AtomicUsize = AtomicUsize::new(0);
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        PANICS.fetch_add(1, Ordering::SeqCst);
+        default_hook(info);
+    }));
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(dir.path(), credentials).await;
+    let start = |target: String| {
+        let server = &server;
+        async move {
+            let body = json!({"type": "demo", "target": target, "params": {"steps": 5, "step_ms": 20}});
+            let reply = server.request_as("POST", "/api/v1/operations", Some(HONEST_TOKEN), Some(&body)).await;
+            assert_eq!(reply.status, 202, "{reply:?}");
+            reply.body["id"].as_str().unwrap().to_owned()
+        }
+    };
+    // The honest client authenticates with its first message, as a browser does.
+    let mut honest = server.ws_auth_message(HONEST_TOKEN).await;
+    honest.subscribe(&["operations"]).await;
+    let warm = start("warm".into()).await;
+    honest.events_until_terminal(&warm).await;
+    let baseline = resident_kib();
+
+    // 256 sockets may wait for their auth message at once; the next is closed with 4429 at once.
+    let url = server.ws_url();
+    let mut waiting = Vec::new();
+    for _ in 0..opal_host::auth::MAX_UNAUTHENTICATED {
+        waiting.push(ws_open(&url, &[]).await.expect("upgraded"));
+    }
+    let mut refused = None;
+    for _ in 0..64 {
+        let mut extra = ws_open(&url, &[]).await.expect("upgraded");
+        let ended = tokio::time::timeout(AUTH_TIMEOUT / 3, unauthenticated_end(&mut extra)).await;
+        if let Ok((0, Some(code))) = ended {
+            refused = Some(code);
+            break;
+        }
+    }
+    assert_eq!(refused, Some(opal_host::ws::CLOSE_TOO_MANY_CONNECTIONS), "the 257th waiting socket");
+    for mut socket in waiting {
+        let (sent, close) = unauthenticated_end(&mut socket).await;
+        assert_eq!((sent, close), (0, Some(opal_host::ws::CLOSE_UNAUTHENTICATED)), "silent sockets time out");
+    }
+
+    // Unauthenticated and authenticated fuzzers together, while the honest client follows operations.
+    let unauthenticated: Vec<_> = (0..UNAUTHENTICATED)
+        .map(|i| tokio::spawn(fuzz_unauthenticated(url.clone(), 0x51_7cc1_b727_220a ^ i as u64)))
+        .collect();
+    let bearer = format!("Bearer {FUZZ_TOKEN}");
+    let authenticated: Vec<_> = (0..CLIENTS / 4)
+        .map(|i| {
+            tokio::spawn(fuzz(url.clone(), 0x2545_f491 ^ i as u64, vec![("authorization".into(), bearer.clone())]))
+        })
+        .collect();
+    for round in 0..4 {
+        let id = start(format!("honest-{round}")).await;
+        let received: Vec<(u64, String)> = honest
+            .events_until_terminal(&id)
+            .await
+            .iter()
+            .filter(|e| e["operation"]["id"] == id.as_str() && e["event"] != "operation.progress")
+            .map(|e| (e["seq"].as_u64().unwrap(), e["event"].as_str().unwrap().to_owned()))
+            .collect();
+        let events = format!("/api/v1/operations/{id}/events");
+        let stored: Vec<(u64, String)> =
+            server.request_as("GET", &events, Some(HONEST_TOKEN), None).await.body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| !matches!(e["event"].as_str(), Some("operation.progress" | "operation.log")))
+                .map(|e| (e["seq"].as_u64().unwrap(), e["event"].as_str().unwrap().to_owned()))
+                .collect();
+        assert_eq!(received, stored, "the honest client's lifecycle events of {id} are the stored ones");
+        assert_eq!(stored.first().map(|e| e.1.as_str()), Some("operation.created"));
+    }
+    let mut closes = Vec::new();
+    for fuzzer in unauthenticated {
+        closes.extend(tokio::time::timeout(WAIT * 2, fuzzer).await.expect("fuzzers finish").expect("no panic"));
+    }
+    let documented = [opal_host::ws::CLOSE_UNAUTHENTICATED, opal_host::ws::CLOSE_TOO_MANY_CONNECTIONS];
+    assert!(closes.iter().all(|c| c.is_some_and(|c| documented.contains(&c))), "4401 or 4429 only: {closes:?}");
+    assert!(closes.contains(&Some(opal_host::ws::CLOSE_UNAUTHENTICATED)), "{closes:?}");
+    let mut tally = Tally::default();
+    for fuzzer in authenticated {
+        let t = tokio::time::timeout(WAIT * 2, fuzzer).await.expect("fuzzers finish").expect("no panic");
+        tally.errors += t.errors;
+        tally.closes.extend(t.closes);
+    }
+    let timed_out = closes.iter().filter(|c| **c == Some(opal_host::ws::CLOSE_UNAUTHENTICATED)).count();
+    println!("unauthenticated: {} closes, {timed_out} with 4401; authenticated: {tally:?}", closes.len());
+    for close in &tally.closes {
+        assert!(matches!(close, None | Some(1000 | 1008 | 1009)), "only documented close codes: {tally:?}");
+    }
+
+    // The honest client is still served; every fuzzing connection is gone.
+    honest.send(json!({"type": "ping"})).await;
+    assert_eq!(honest.recv().await["type"], "pong");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = server.request_as("GET", "/api/v1/status", Some(HONEST_TOKEN), None).await;
+        if status.body["connected_clients"].as_u64() == Some(1) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "connections leaked: {status:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let grown = resident_kib().saturating_sub(baseline);
+    println!("resident memory grew by {grown} KiB");
+    assert!(grown < 128 * 1024, "memory grew by {grown} KiB");
     assert_eq!(PANICS.load(Ordering::SeqCst), 0, "nothing panicked");
     server.stop().await;
 }

@@ -201,7 +201,17 @@ async fn plugin(command: PluginCommand) -> anyhow::Result<()> {
 }
 
 async fn serve(config: ServerConfig) -> anyhow::Result<()> {
+    let dev_mode = config.auth.dev_mode();
     let server = opal_host::start(config).await?;
+    if dev_mode {
+        // Plainly, whatever RUST_LOG says: whoever starts it must know that everyone is admin.
+        eprintln!(
+            "opal: dev mode: no credentials are configured, so every caller is admin. Serving {} (loopback) \
+             only, to Host names that are loopback. Configure tokens before serving anyone else (`opal token \
+             new`; docs/operations.md, \"Auth\").",
+            server.addr
+        );
+    }
     // Scripts and tests wait for exactly this line; keep it stable.
     println!("listening on http://{}", server.addr);
     server.run_until(shutdown_signal()).await?;

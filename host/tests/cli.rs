@@ -1,5 +1,6 @@
 //! `opal serve` as a user runs it: a child process on `127.0.0.1:0` that
-//! announces its real address on stdout and stops cleanly on SIGTERM.
+//! announces its real address on stdout, says plainly on stderr that it is in
+//! dev mode, and stops cleanly on SIGTERM.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -12,10 +13,18 @@ fn serve_prints_its_address_answers_and_stops_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_opal"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(dir.path())
+        // No log lines: the dev-mode notice must not depend on them.
+        .env("RUST_LOG", "off")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("opal starts");
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        stderr.read_to_string(&mut text).unwrap();
+        text
+    });
 
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
@@ -46,6 +55,13 @@ fn serve_prints_its_address_answers_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+    let stderr = stderr.join().unwrap();
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("opal: dev mode: no credentials are configured, so every caller is admin")),
+        "the dev-mode notice on stderr: {stderr:?}"
+    );
 }
 
 /// Runs `opal` with `args`; returns (success, stdout, stderr).

@@ -49,12 +49,13 @@ pub(super) async fn create(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator, "starting an operation")?;
+    let mut request = parse_create(&super::body::bytes(body)?)?;
+    caller.require_target(&request.target)?;
+    // After the cheap checks, before the plugin's: a refused request spends nothing.
     app.access.take_start(&caller.0).map_err(|retry_after| ApiError::TooManyRequests {
         detail: format!("{} is starting operations faster than its limit allows", caller.0.name),
         retry_after,
     })?;
-    let mut request = parse_create(&super::body::bytes(body)?)?;
-    caller.require_target(&request.target)?;
     caller.0.audit_name().clone_into(&mut request.created_by);
     let submitted = app.engine.submit(request).await.map_err(|e| match e {
         // Another principal's key: don't show its operation unless the caller may see it.

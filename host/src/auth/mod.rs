@@ -57,7 +57,9 @@ impl Role {
 /// An authenticated caller (or the anonymous one, in dev mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// `user:<name>` (a token's name or a JWT's `sub`); `anonymous` in dev mode.
+    /// `user:<name>` (a token's name or a JWT's `sub`, one namespace: a JWT
+    /// whose `sub` is a token's name is the same principal, for the audit and
+    /// the limits); `anonymous` in dev mode.
     pub name: String,
     /// What it may do.
     pub role: Role,
