@@ -129,6 +129,10 @@ pub enum CancelError {
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
+    /// Stops the runners once the last handle is gone without a
+    /// [`Engine::shutdown`] (a server dropped with the runtime it ran on):
+    /// they run on threads of their own and would otherwise go on alone.
+    _stop_when_gone: Arc<tokio_util::sync::DropGuard>,
 }
 
 struct Inner {
@@ -159,6 +163,7 @@ impl Engine {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let runners = RunnerRuntime::start(threads).map_err(StartError::Threads)?;
         let requeued = recovery::recover(&store, &registry).await?;
+        let shutdown = CancellationToken::new();
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
@@ -168,8 +173,9 @@ impl Engine {
                 queue: Mutex::new(Queue::default()),
                 tasks: TaskTracker::new(),
                 runners,
-                shutdown: CancellationToken::new(),
+                shutdown: shutdown.clone(),
             }),
+            _stop_when_gone: Arc::new(shutdown.drop_guard()),
         };
         {
             let mut queue = engine.inner.lock_queue();
