@@ -4,20 +4,15 @@
 use std::time::Duration;
 
 use opal_host::ServerConfig;
-use opal_host::auth::{ApiToken, AuthConfig, Role, Scope, TokenHash};
-use opal_tests::{TestServer, WAIT, close_code, ws_open};
+use opal_host::auth::{AuthConfig, Role};
+use opal_tests::{TestServer, WAIT, api_token, close_code, ws_open};
 use serde_json::{Value, json};
 
 const ANN: &str = "opal_ann_token_for_the_limits_tests_0000000000";
 const BOB: &str = "opal_bob_token_for_the_limits_tests_0000000000";
 
 fn limited(config: &mut ServerConfig) {
-    let token = |name: &str, token: &str| ApiToken {
-        name: name.into(),
-        hash: TokenHash::of(token),
-        role: Role::Operator,
-        scope: Scope::from_patterns(&["**"]).unwrap(),
-    };
+    let token = |name: &str, token: &str| api_token(name, token, Role::Operator, &["**"]);
     config.auth = AuthConfig {
         tokens: vec![token("ann", ANN), token("bob", BOB)],
         cors_origins: vec!["https://ops.example.com".into()],
@@ -203,7 +198,10 @@ async fn from_page(method: &str, url: &str, host: &str, origin: Option<&str>, to
         request = request.bearer_auth(token);
     }
     if method == reqwest::Method::POST {
-        request = request.header("content-type", "application/json").body(start("rebound").to_string());
+        // A target of its own each time: an accepted start must not make the next one a 409.
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let target = format!("page-{}", STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        request = request.header("content-type", "application/json").body(start(&target).to_string());
     }
     let reply = request.send().await.unwrap();
     let status = reply.status().as_u16();
