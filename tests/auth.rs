@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use opal_host::ServerConfig;
-use opal_host::auth::{ApiToken, AuthConfig, Role, Scope, TokenHash, sign_jwt};
-use opal_tests::{TestServer, WsClient, close_code, ws_open};
+use opal_host::auth::{AuthConfig, Role, sign_jwt};
+use opal_tests::{TestServer, WsClient, api_token, close_code, ws_open};
 use serde_json::{Value, json};
 
 const SECRET: &[u8] = b"a test secret that is long enough for HS256";
@@ -15,18 +15,13 @@ const ADMIN: &str = "opal_admin_token_for_tests_only_0000000000000";
 const OPERATOR: &str = "opal_operator_token_for_tests_only_000000000";
 const VIEWER: &str = "opal_viewer_token_for_tests_only_00000000000";
 
-fn token(name: &str, token: &str, role: Role, targets: &[&str]) -> ApiToken {
-    let scope = if targets.is_empty() { Scope::All } else { Scope::from_patterns(targets).unwrap() };
-    ApiToken { name: name.into(), hash: TokenHash::of(token), role, scope }
-}
-
 /// Credentials: an admin, and an operator and a viewer scoped to `site-a/*`.
 fn credentials(config: &mut ServerConfig) {
     config.auth = AuthConfig {
         tokens: vec![
-            token("admin", ADMIN, Role::Admin, &[]),
-            token("operator", OPERATOR, Role::Operator, &["site-a/*"]),
-            token("viewer", VIEWER, Role::Viewer, &["site-a/*"]),
+            api_token("admin", ADMIN, Role::Admin, &[]),
+            api_token("operator", OPERATOR, Role::Operator, &["site-a/*"]),
+            api_token("viewer", VIEWER, Role::Viewer, &["site-a/*"]),
         ],
         jwt_secret: Some(SECRET.to_vec()),
         ..AuthConfig::dev()

@@ -10,7 +10,7 @@
 //! random first messages, silence, a late `auth`, and more waiting sockets
 //! than the server lets wait.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -152,12 +152,8 @@ fn resident_kib() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_and_malformed_frames_from_many_clients() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    static PANICS: AtomicUsize = AtomicUsize::new(0);
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICS.fetch_add(1, Ordering::SeqCst);
-        default_hook(info);
-    }));
+    let panics = opal_tests::count_panics();
+    let panics_before = panics.load(Ordering::SeqCst);
 
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start(dir.path()).await;
@@ -216,7 +212,7 @@ async fn random_and_malformed_frames_from_many_clients() {
     let grown = resident_kib().saturating_sub(baseline);
     println!("resident memory grew by {grown} KiB");
     assert!(grown < 128 * 1024, "memory grew by {grown} KiB over {CLIENTS} x {FRAMES} frames");
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "nothing panicked");
+    assert_eq!(panics.load(Ordering::SeqCst), panics_before, "nothing panicked");
     server.stop().await;
 }
 
@@ -229,13 +225,8 @@ const UNAUTHENTICATED: usize = 16;
 const ATTEMPTS: usize = 12;
 
 fn credentials(config: &mut opal_host::ServerConfig) {
-    use opal_host::auth::{ApiToken, AuthConfig, Role, Scope, TokenHash};
-    let token = |name: &str, token: &str| ApiToken {
-        name: name.into(),
-        hash: TokenHash::of(token),
-        role: Role::Operator,
-        scope: Scope::from_patterns(&["**"]).unwrap(),
-    };
+    use opal_host::auth::{AuthConfig, Role};
+    let token = |name: &str, token: &str| opal_tests::api_token(name, token, Role::Operator, &["**"]);
     config.auth = AuthConfig {
         tokens: vec![token("fuzz", FUZZ_TOKEN), token("honest", HONEST_TOKEN)],
         ws_auth_timeout: AUTH_TIMEOUT,
@@ -289,12 +280,8 @@ async fn fuzz_unauthenticated(url: String, seed: u64) -> Vec<Option<u16>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pre_auth_path_under_fuzz_with_credentials() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    static PANICS: AtomicUsize = AtomicUsize::new(0);
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        PANICS.fetch_add(1, Ordering::SeqCst);
-        default_hook(info);
-    }));
+    let panics = opal_tests::count_panics();
+    let panics_before = panics.load(Ordering::SeqCst);
 
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with(dir.path(), credentials).await;
@@ -400,6 +387,6 @@ async fn the_pre_auth_path_under_fuzz_with_credentials() {
     let grown = resident_kib().saturating_sub(baseline);
     println!("resident memory grew by {grown} KiB");
     assert!(grown < 128 * 1024, "memory grew by {grown} KiB");
-    assert_eq!(PANICS.load(Ordering::SeqCst), 0, "nothing panicked");
+    assert_eq!(panics.load(Ordering::SeqCst), panics_before, "nothing panicked");
     server.stop().await;
 }

@@ -35,6 +35,29 @@ pub fn rss_mib() -> u64 {
     kib / 1024
 }
 
+/// A static API token for a test config: `name` holds the secret `token`,
+/// with `role`, on the targets matching `targets` (every target if empty).
+pub fn api_token(name: &str, token: &str, role: opal_host::auth::Role, targets: &[&str]) -> opal_host::auth::ApiToken {
+    use opal_host::auth::{ApiToken, Scope, TokenHash};
+    let scope = if targets.is_empty() { Scope::All } else { Scope::from_patterns(targets).unwrap() };
+    ApiToken { name: name.into(), hash: TokenHash::of(token), role, scope }
+}
+
+/// Counts the panics of every thread of this process from now on (each is
+/// still reported as usual); read the count to assert there were none.
+pub fn count_panics() -> &'static std::sync::atomic::AtomicUsize {
+    static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static HOOKED: std::sync::Once = std::sync::Once::new();
+    HOOKED.call_once(|| {
+        let default_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            default_hook(info);
+        }));
+    });
+    &PANICS
+}
+
 /// A running server and the temp directory that holds its data.
 pub struct TestServer {
     /// `http://127.0.0.1:<port>`.
