@@ -337,7 +337,9 @@ async fn main() {
                     .await
                     .unwrap();
             }
-            let mut terminal: HashMap<String, (SystemTime, f64)> = HashMap::new();
+            // Per operation: its terminal event's `at` (parsed after the run)
+            // and when it arrived.
+            let mut terminal: HashMap<String, (String, SystemTime)> = HashMap::with_capacity(expected);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
             while terminal.len() < expected {
                 let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, ws.next()).await else { break };
@@ -362,16 +364,17 @@ async fn main() {
                             if is_terminal {
                                 let received = SystemTime::now();
                                 let (at, id) = terminal_fields(payload);
-                                let at = humantime::parse_rfc3339(at).unwrap();
-                                let latency = received.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0;
-                                terminal.insert(id.to_owned(), (at, latency));
+                                terminal.insert(id.to_owned(), (at.to_owned(), received));
                             }
                         }
                         Frame::Ping | Frame::Other => {}
                     }
                 }
             }
-            terminal
+            // The socket stays open until every client is done, as a
+            // dashboard's would: clients that close as they finish would put
+            // their closing handshakes in the way of those still reading.
+            (terminal, ws)
         }));
     }
     drop(ready_tx);
@@ -404,10 +407,14 @@ async fn main() {
     let mut latencies = Vec::new();
     let mut by_commit = Vec::new();
     let mut lost = 0;
+    let mut open = Vec::with_capacity(a.clients);
     for client in clients {
-        let terminal = client.await.unwrap();
+        let (terminal, ws) = client.await.unwrap();
+        open.push(ws);
         lost += a.operations - terminal.len();
-        for (at, latency) in terminal.into_values() {
+        for (at, received) in terminal.into_values() {
+            let at = humantime::parse_rfc3339(&at).unwrap();
+            let latency = received.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0;
             latencies.push(latency);
             by_commit.push((at, latency));
         }
@@ -415,6 +422,7 @@ async fn main() {
     let elapsed = started.elapsed().as_secs_f64();
     let cpu = server.cpu_seconds() - cpu_before;
     let clients_cpu = process_cpu_seconds("self") - clients_cpu_before;
+    drop(open);
     let events = delivered.load(Ordering::Relaxed);
     latencies.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let (_, peak_kib) = server.rss_kib();
