@@ -9,6 +9,7 @@
 //! - events delivered per second, across all clients, and the WebSocket
 //!   frames that carried them (clients connect with `?batch=true`, so one
 //!   frame may carry several events);
+//! - the mean size of an event as delivered, in bytes;
 //! - server CPU-seconds used for the run, and events delivered per CPU-second;
 //! - the server's peak RSS;
 //! - how long the operations took to run, against the `steps x step_ms` their
@@ -320,11 +321,12 @@ async fn main() {
     // Connect and subscribe every client; each reports (terminal latencies, events seen).
     let delivered = Arc::new(AtomicU64::new(0));
     let frames_received = Arc::new(AtomicU64::new(0));
+    let event_bytes = Arc::new(AtomicU64::new(0));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(a.clients);
     let mut clients = Vec::new();
     for _ in 0..a.clients {
         let (url, delivered, ready, expected) = (url.clone(), delivered.clone(), ready_tx.clone(), a.operations);
-        let frames_received = frames_received.clone();
+        let (frames_received, event_bytes) = (frames_received.clone(), event_bytes.clone());
         let socketio = a.socketio;
         clients.push(tokio::spawn(async move {
             let (mut ws, _) = tokio_tungstenite::connect_async_with_config(&url, Some(client_config()), false)
@@ -341,6 +343,7 @@ async fn main() {
             // and when it arrived.
             let mut terminal: HashMap<String, (String, SystemTime)> = HashMap::with_capacity(expected);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+            let mut bytes = 0;
             while terminal.len() < expected {
                 let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, ws.next()).await else { break };
                 let Message::Text(text) = message else { continue };
@@ -361,6 +364,7 @@ async fn main() {
                         }
                         Frame::Event { terminal: is_terminal } => {
                             delivered.fetch_add(1, Ordering::Relaxed);
+                            bytes += payload.len() as u64;
                             if is_terminal {
                                 let received = SystemTime::now();
                                 let (at, id) = terminal_fields(payload);
@@ -371,6 +375,7 @@ async fn main() {
                     }
                 }
             }
+            event_bytes.fetch_add(bytes, Ordering::Relaxed);
             // The socket stays open until every client is done, as a
             // dashboard's would: clients that close as they finish would put
             // their closing handshakes in the way of those still reading.
@@ -462,6 +467,7 @@ async fn main() {
                                 "max": latencies.last().copied().unwrap_or(f64::NAN)},
         "events_delivered": events,
         "websocket_frames": frames_received.load(Ordering::Relaxed),
+        "mean_event_bytes": event_bytes.load(Ordering::Relaxed) as f64 / events as f64,
         "run_seconds": elapsed,
         "events_per_second": events as f64 / elapsed,
         "server_cpu_seconds": cpu,
