@@ -296,9 +296,12 @@ impl Publish for Hub {
         }
         // Connections that want the same events of the batch (all of them, for
         // every dashboard on `operations`; all but the log lines, often) get
-        // the same run: its frames are listed, and joined, once.
+        // the same run: its frames are listed, and joined, once. Most want
+        // what the connection before them wanted, so that run is tried first,
+        // without hashing.
         let keys: Vec<EventKey<'_>> = events.iter().map(key).collect();
         let mut runs: HashMap<Vec<usize>, Arc<Frames>> = HashMap::new();
+        let mut last: Option<(Vec<usize>, Arc<Frames>)> = None;
         let mut wanted = Vec::with_capacity(events.len());
         let mut dropped = Vec::new();
         for (id, subscriber) in &mut state.connections {
@@ -307,11 +310,14 @@ impl Publish for Hub {
             if wanted.is_empty() {
                 continue;
             }
-            let run = match runs.get(&wanted) {
-                Some(run) => run.clone(),
-                None => {
-                    let run = Frames::live(&wanted.iter().map(|&i| &events[i]).collect::<Vec<_>>());
-                    runs.insert(wanted.clone(), run.clone());
+            let run = match &last {
+                Some((previous, run)) if *previous == wanted => run.clone(),
+                _ => {
+                    let run = runs
+                        .entry(wanted.clone())
+                        .or_insert_with(|| Frames::live(&wanted.iter().map(|&i| &events[i]).collect::<Vec<_>>()))
+                        .clone();
+                    last = Some((wanted.clone(), run.clone()));
                     run
                 }
             };
