@@ -30,6 +30,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+mod common;
+
+use common::{percentile, process_cpu_seconds, raise_fd_limit};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -202,16 +205,6 @@ impl Server {
     }
 }
 
-/// User + system CPU time of a process (`self` for this one), in seconds.
-fn process_cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0 // USER_HZ is 100 on Linux
-}
-
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -286,21 +279,6 @@ fn latency_timeline(by_commit: Vec<(SystemTime, f64)>) {
         let max = latencies.last().copied().unwrap_or(f64::NAN);
         eprintln!("  {bucket:>5}: {:>6} {p50:>6.1} {p99:>6.1} {max:>6.1}", latencies.len());
     }
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn raise_fd_limit(wanted: u64) {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    let max = limit.maximum.unwrap_or(wanted);
-    limit.current = Some(wanted.min(max));
-    let _ = setrlimit(Resource::Nofile, limit);
 }
 
 #[tokio::main]

@@ -25,10 +25,13 @@
 //! --split` gives the sender and the receivers a core each. Loopback only,
 //! bounded in count and time.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::{percentile, process_cpu_seconds, raise_fd_limit};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -162,30 +165,6 @@ async fn receive(mut socket: TcpStream, rounds: usize, size: usize) -> Vec<f64> 
     latencies
 }
 
-fn cpu_seconds(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
-}
-
-fn raise_fd_limit(wanted: u64) {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut limit = getrlimit(Resource::Nofile);
-    let max = limit.maximum.unwrap_or(wanted);
-    limit.current = Some(wanted.min(max));
-    let _ = setrlimit(Resource::Nofile, limit);
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 #[tokio::main]
 async fn main() {
     let a = args();
@@ -215,7 +194,7 @@ async fn main() {
         sockets.push(socket);
     }
     let pid = child.id().to_string();
-    let (sender_before, self_before) = (cpu_seconds(&pid), cpu_seconds("self"));
+    let (sender_before, self_before) = (process_cpu_seconds(&pid), process_cpu_seconds("self"));
     let receivers: Vec<_> = sockets.into_iter().map(|s| tokio::spawn(receive(s, rounds, size))).collect();
     let mut latencies = Vec::with_capacity(a.clients * rounds);
     let mut short = 0;
@@ -224,7 +203,8 @@ async fn main() {
         short += rounds - got.len();
         latencies.extend(got);
     }
-    let (sender_cpu, receivers_cpu) = (cpu_seconds(&pid) - sender_before, cpu_seconds("self") - self_before);
+    let (sender_cpu, receivers_cpu) =
+        (process_cpu_seconds(&pid) - sender_before, process_cpu_seconds("self") - self_before);
     let _ = child.wait();
     latencies.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let report = serde_json::json!({
