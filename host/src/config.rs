@@ -91,6 +91,25 @@ pub struct ServerConfig {
     pub auth: AuthConfig,
     /// Per-principal rate limits, body size, connections and subscriptions.
     pub limits: Limits,
+    /// `postgres://…` to run as a node of a cluster sharing that database;
+    /// `None` for the redb file in `data_dir`.
+    pub store_url: Option<String>,
+    /// This node's name in a cluster, shown in the status and on the
+    /// operations it runs (default: hostname and pid).
+    pub node_id: String,
+    /// How long a node's claim on a running operation lasts unless renewed
+    /// (every third of it); after it, another node takes the operation over.
+    pub lease: Duration,
+}
+
+/// The default node id: the host's name and this process's id.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "opal".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// What the operator sets for one operation type.
@@ -241,6 +260,9 @@ impl Default for ServerConfig {
             status_interval: Duration::from_secs(2),
             auth: AuthConfig::dev(),
             limits: Limits::default(),
+            store_url: None,
+            node_id: default_node_id(),
+            lease: Duration::from_secs(10),
         }
     }
 }
@@ -288,6 +310,36 @@ struct ConfigFile {
     auth: AuthSection,
     #[serde(default)]
     limits: LimitsSection,
+    node_id: Option<String>,
+    #[serde(default)]
+    store: StoreSection,
+}
+
+/// `[store]`: where the records live.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreSection {
+    /// `postgres://user@host:port/db`.
+    url: Option<String>,
+    /// The lease, e.g. `"10s"`.
+    lease: Option<String>,
+}
+
+/// Checks a `--store` URL: PostgreSQL is the only shared store.
+pub fn check_store_url(url: &str) -> Result<(), String> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(format!("store URL {url:?} must start with postgres:// (or omit it for the redb file in --data)"));
+    }
+    url.parse::<tokio_postgres::Config>().map(|_| ()).map_err(|e| format!("store URL {url:?}: {e}"))
+}
+
+/// Parses a lease such as `10s`: at least 1 s (renewals run every third).
+pub fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = humantime::parse_duration(text).map_err(|e| format!("lease {text:?}: {e}"))?;
+    if lease < Duration::from_secs(1) {
+        return Err(format!("lease {text:?} must be at least 1s"));
+    }
+    Ok(lease)
 }
 
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -365,6 +417,19 @@ impl ServerConfig {
         let positive = |what: &str, v: u64| {
             if v == 0 { Err(ConfigError::Value(name.clone(), format!("{what} must be at least 1"))) } else { Ok(v) }
         };
+        if let Some(url) = file.store.url {
+            check_store_url(&url).map_err(|e| ConfigError::Value(name.clone(), format!("store.url: {e}")))?;
+            config.store_url = Some(url);
+        }
+        if let Some(lease) = file.store.lease {
+            config.lease = parse_lease(&lease).map_err(|e| ConfigError::Value(name.clone(), format!("store.{e}")))?;
+        }
+        if let Some(node) = file.node_id {
+            if node.trim().is_empty() {
+                return Err(ConfigError::Value(name.clone(), "node_id must not be empty".into()));
+            }
+            config.node_id = node;
+        }
         if let Some(ms) = file.progress_window_ms {
             config.progress_window = Duration::from_millis(ms);
         }

@@ -41,9 +41,19 @@ enum Command {
         /// Progress throttle window per operation, in milliseconds [default: 500].
         #[arg(long)]
         progress_window_ms: Option<u64>,
-        /// Most operations running at once; the rest wait in FIFO order [default: 64].
+        /// Most operations running at once on this node; the rest wait in FIFO order [default: 64].
         #[arg(long)]
         max_concurrent: Option<usize>,
+        /// Run as a node of a cluster on this PostgreSQL database
+        /// (postgres://USER@HOST:PORT/DB) instead of the redb file in --data.
+        #[arg(long, value_name = "URL")]
+        store: Option<String>,
+        /// This node's name in a cluster [default: hostname-pid].
+        #[arg(long)]
+        node_id: Option<String>,
+        /// A cluster node's lease on the operations it runs, e.g. 10s [default: 10s].
+        #[arg(long, value_name = "DURATION")]
+        lease: Option<String>,
     },
     /// API tokens: make one, with the config lines that accept it.
     Token {
@@ -105,7 +115,18 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     match cli.command {
-        Command::Serve { config, listen, data, cache, plugins, progress_window_ms, max_concurrent } => {
+        Command::Serve {
+            config,
+            listen,
+            data,
+            cache,
+            plugins,
+            progress_window_ms,
+            max_concurrent,
+            store,
+            node_id,
+            lease,
+        } => {
             let mut settings = match &config {
                 Some(path) => ServerConfig::from_file(path)?,
                 None => ServerConfig::default(),
@@ -126,6 +147,17 @@ fn main() -> anyhow::Result<()> {
             if let Some(n) = max_concurrent {
                 anyhow::ensure!(n > 0, "--max-concurrent must be at least 1");
                 settings.max_concurrent = n;
+            }
+            if let Some(url) = store {
+                opal_host::config::check_store_url(&url).map_err(anyhow::Error::msg)?;
+                settings.store_url = Some(url);
+            }
+            if let Some(node) = node_id {
+                anyhow::ensure!(!node.trim().is_empty(), "--node-id must not be empty");
+                settings.node_id = node;
+            }
+            if let Some(lease) = lease {
+                settings.lease = opal_host::config::parse_lease(&lease).map_err(anyhow::Error::msg)?;
             }
             runtime.block_on(serve(settings))
         }

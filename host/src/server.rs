@@ -7,7 +7,7 @@
 //! writer to drain, so nothing acknowledged is lost.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
@@ -23,7 +23,7 @@ use crate::registry::Registry;
 use crate::sandbox::Sandbox;
 use crate::schedule::Schedules;
 use crate::status::StatusSources;
-use crate::store::{OperationFilter, Publish, Store};
+use crate::store::{Location, OperationFilter, Publish, Store};
 use crate::ws::SocketContext;
 
 /// A server that is accepting connections.
@@ -48,17 +48,32 @@ impl RunningServer {
     }
 }
 
-/// Forwards the writer's batches to the hub once it exists: the store must
-/// open first (the hub is seeded from it), but the writer needs its sink at
-/// once. Nothing is published before the hub is set, because nothing is
-/// written before the engine starts.
-struct LateHub(OnceLock<Arc<Hub>>);
+/// Forwards the store's batches to the hub once it exists: the store must
+/// open first (the hub is seeded from it), but the store needs its sink at
+/// once. What arrives before the hub is set (another node's events, in a
+/// cluster) is kept and handed over first, in order; the hub drops what its
+/// seed already holds.
+struct LateHub {
+    hub: OnceLock<Arc<Hub>>,
+    /// Events published before the hub was set. Also serializes publishing,
+    /// so the early events go out before any later ones (one publisher at a
+    /// time calls this anyway: the writer or the feed).
+    early: Mutex<Vec<Event>>,
+}
 
 impl Publish for LateHub {
     fn publish(&self, events: Vec<Event>) {
-        match self.0.get() {
-            Some(hub) => hub.publish(events),
-            None => tracing::debug!(count = events.len(), "events committed before the hub existed"),
+        let mut early = self.early.lock().expect("early events poisoned");
+        match self.hub.get() {
+            Some(hub) => {
+                if !early.is_empty() {
+                    hub.publish(std::mem::take(&mut *early));
+                }
+                if !events.is_empty() {
+                    hub.publish(events);
+                }
+            }
+            None => early.extend(events),
         }
     }
 }
@@ -66,17 +81,25 @@ impl Publish for LateHub {
 /// Starts a server with `config`; returns once it accepts connections.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     crate::auth::check_bind(config.listen, &config.auth).map_err(anyhow::Error::msg)?;
-    let sink = Arc::new(LateHub(OnceLock::new()));
-    let (store, writer) = Store::open(&config.data_dir, sink.clone())?;
+    let sink = Arc::new(LateHub { hub: OnceLock::new(), early: Mutex::new(Vec::new()) });
+    let location = match &config.store_url {
+        Some(url) => Location::Postgres(url.clone()),
+        None => Location::Redb(config.data_dir.clone()),
+    };
+    let (store, store_tasks) = Store::open(&location, &config.node_id, sink.clone()).await?;
     let terminal =
         OperationFilter { statuses: vec![Status::Completed, Status::Failed, Status::Cancelled], ..Default::default() };
+    // Seeded before any event can be published: the writer's events reach the
+    // hub only once the sink is set below, and the feed starts from the seq
+    // read at open, which is at most this one.
     let hub = Hub::new(
         config.hub.clone(),
-        store.last_seq()?,
-        store.active()?,
-        store.list(&terminal, crate::hub::RECENT_TERMINAL, None)?,
+        store.last_seq().await?,
+        store.active().await?,
+        store.list(&terminal, crate::hub::RECENT_TERMINAL, None).await?,
     );
-    let _ = sink.0.set(hub.clone());
+    let _ = sink.hub.set(hub.clone());
+    sink.publish(Vec::new());
 
     let sandbox = Sandbox::new(config.sandbox_config())?;
     let sources = config.plugin_sources();
@@ -92,6 +115,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             retention: config.retention,
             prune_interval: config.prune_interval,
             types: config.types.clone(),
+            node: config.node_id.clone(),
+            lease: config.lease,
         },
     )
     .await?;
@@ -109,12 +134,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     }
     let shutdown = CancellationToken::new();
     registry.clone().watch(config.plugin_poll, shutdown.clone());
-    let schedules = Schedules::start(store.clone(), engine.clone(), config.limits.max_schedules, shutdown.clone())?;
+    let schedules =
+        Schedules::start(store.clone(), engine.clone(), config.limits.max_schedules, shutdown.clone()).await?;
     let status = StatusSources {
         engine: engine.clone(),
         hub: hub.clone(),
         registry: registry.clone(),
         data_dir: config.data_dir.clone(),
+        store: store.clone(),
         started: std::time::Instant::now(),
     };
     status.clone().spawn_broadcast(config.status_interval, shutdown.clone());
@@ -143,7 +170,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         engine.shutdown().await;
         drop(engine);
         // Every `Store` handle is gone now; the writer drains and exits.
-        tokio::task::spawn_blocking(move || writer.join()).await?;
+        store_tasks.join().await;
         Ok(())
     });
     Ok(RunningServer { addr, shutdown, task })

@@ -29,7 +29,7 @@ pub struct SystemStatus {
     pub connected_clients: usize,
     /// Loaded plugins.
     pub plugins: usize,
-    /// Size of the data file, in bytes.
+    /// Size of the data file, in bytes (0 on a PostgreSQL store).
     pub storage_bytes: u64,
     /// Free space on the data directory's file system, in bytes.
     pub disk_free_bytes: u64,
@@ -46,6 +46,8 @@ pub struct StatusSources {
     pub registry: Arc<Registry>,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The store, for its size.
+    pub store: crate::store::Store,
     /// When the server started.
     pub started: Instant,
 }
@@ -54,7 +56,7 @@ impl StatusSources {
     /// Reads the figures now.
     pub fn read(&self) -> SystemStatus {
         let (queued, running) = self.engine.counts();
-        let storage_bytes = std::fs::metadata(self.data_dir.join("opal.redb")).map(|m| m.len()).unwrap_or(0);
+        let storage_bytes = self.store.file_bytes().unwrap_or(0);
         let disk_free_bytes =
             rustix::fs::statvfs(&self.data_dir).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).unwrap_or(0);
         SystemStatus {

@@ -1,4 +1,6 @@
-//! Opal's redb schema and the numbered migrations that build it.
+//! Opal's schemas and the numbered migrations that build them: the redb
+//! file's steps (`migrations/redb/`, this module) and PostgreSQL's SQL steps
+//! (`migrations/postgres/`, [`postgres`]).
 //!
 //! The `meta` table holds `schema_version`. At start-up [`migrate`] applies
 //! every step newer than the file's version, all in one write transaction, so a
@@ -11,12 +13,13 @@
 
 use redb::{Database, ReadableTable, WriteTransaction};
 
-#[path = "0001_initial.rs"]
+#[path = "../redb/0001_initial.rs"]
 mod m0001_initial;
-#[path = "0002_idempotency.rs"]
+#[path = "../redb/0002_idempotency.rs"]
 mod m0002_idempotency;
-#[path = "0003_event_order.rs"]
+#[path = "../redb/0003_event_order.rs"]
 mod m0003_event_order;
+pub mod postgres;
 pub mod schema;
 
 /// One numbered migration step.

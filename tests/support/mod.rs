@@ -3,6 +3,8 @@
 //! for wasm32-wasip2 by opal-host's build script), real HTTP and WebSocket
 //! clients, and bounded waits that fail with a message instead of hanging.
 
+pub mod cluster;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

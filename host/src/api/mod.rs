@@ -193,6 +193,10 @@ async fn websocket(
 struct Status {
     version: &'static str,
     uptime_seconds: u64,
+    /// The node that answered (`--node-id`).
+    node: String,
+    /// Its store backend: `redb` (one node) or `postgres` (a cluster).
+    store: &'static str,
     #[serde(flatten)]
     figures: SystemStatus,
 }
@@ -205,6 +209,8 @@ async fn status(State(app): State<AppState>, caller: Caller) -> Result<Json<Stat
     Ok(Json(Status {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: app.status.started.elapsed().as_secs(),
+        node: app.engine.node().to_owned(),
+        store: app.engine.store_kind(),
         figures: app.status.read(),
     }))
 }

@@ -96,8 +96,8 @@ fn parse_id(id: &str) -> Result<OperationId, ApiError> {
 
 /// The operation `id` if the caller may see it; a 404 alike for a missing
 /// one and for one outside its targets.
-fn visible(app: &AppState, caller: &Caller, id: OperationId) -> Result<Operation, ApiError> {
-    match app.engine.get(id)? {
+async fn visible(app: &AppState, caller: &Caller, id: OperationId) -> Result<Operation, ApiError> {
+    match app.engine.get(id).await? {
         Some(op) if caller.0.sees(&op.target) => Ok(op),
         _ => Err(ApiError::NotFound(format!("no operation {id}"))),
     }
@@ -116,7 +116,7 @@ pub(super) async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<Operation>, ApiError> {
     caller.require(Role::Viewer, "reading operations")?;
-    visible(&app, &caller, parse_id(&id)?).map(Json)
+    visible(&app, &caller, parse_id(&id)?).await.map(Json)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -194,7 +194,7 @@ pub(super) async fn list(
         created_by: query.created_by,
         scope: (!caller.0.scope.is_all()).then(|| caller.0.scope.clone()),
     };
-    let operations = app.engine.list(&filter, limit, before)?;
+    let operations = app.engine.list(&filter, limit, before).await?;
     let next_cursor = (operations.len() == limit).then(|| operations.last().map(|op| op.id.to_string())).flatten();
     Ok(Json(Page { operations, next_cursor }))
 }
@@ -224,8 +224,8 @@ pub(super) async fn events(
     caller.require(Role::Viewer, "reading operations")?;
     let Query(query) = query.map_err(|e| ApiError::field("since", e.body_text()))?;
     let id = parse_id(&id)?;
-    visible(&app, &caller, id)?;
-    let frames = app.engine.events(id, query.since.unwrap_or(0))?;
+    visible(&app, &caller, id).await?;
+    let frames = app.engine.events(id, query.since.unwrap_or(0)).await?;
     // The frames are stored as JSON already: splice them, don't re-encode.
     let mut body = String::from("{\"events\":[");
     for (i, (_, frame)) in frames.iter().enumerate() {
@@ -254,7 +254,7 @@ pub(super) async fn cancel(
 ) -> Result<Response, ApiError> {
     caller.require(Role::Operator, "cancelling an operation")?;
     let id = parse_id(&id)?;
-    visible(&app, &caller, id)?;
+    visible(&app, &caller, id).await?;
     let operation = app.engine.cancel(id, caller.0.audit_name()).await?;
     Ok((StatusCode::ACCEPTED, Json(operation)).into_response())
 }

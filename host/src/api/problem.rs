@@ -49,6 +49,9 @@ pub enum ApiError {
     Internal(String),
     /// 502: the plugin failed while validating.
     Plugin(String),
+    /// 503: the store cannot take writes for now (its database is
+    /// unreachable or restarting); `Retry-After` says when to try again.
+    Unavailable(String),
 }
 
 /// An RFC 9457 problem, as every error response carries it.
@@ -129,6 +132,17 @@ impl IntoResponse for ApiError {
             ApiError::Plugin(detail) => {
                 (StatusCode::BAD_GATEWAY, "plugin-failed", "Plugin failed", detail.as_str(), &[][..], None)
             }
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "store unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the store cannot take this request now; retry later",
+                    &[][..],
+                    None,
+                )
+            }
         };
         let kind = format!("https://opal.dev/problems/{kind}");
         let body = Problem { kind: &kind, title, status: status.as_u16(), detail, errors, operation };
@@ -138,6 +152,9 @@ impl IntoResponse for ApiError {
         match &self {
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"opal\""));
+            }
+            ApiError::Unavailable(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_SECONDS));
             }
             ApiError::TooManyRequests { retry_after, .. } => {
                 // Whole seconds, rounded up: a retry at that time finds a token.
@@ -150,9 +167,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `Retry-After` on a 503: a node reconnects to its database within a few seconds.
+const UNAVAILABLE_RETRY_SECONDS: u64 = 2;
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+        match e {
+            StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::{CancelError, Engine, Inner};
 use crate::model::{EventKind, Operation, OperationId, Status, Timestamp};
-use crate::store::{Change, StoreError};
+use crate::store::{Change, Expect, StoreError};
 
 /// The two-stage stop of one running operation.
 #[derive(Default)]
@@ -23,6 +23,9 @@ pub(super) struct CancelSwitch {
     pub(super) force: tokio::sync::Notify,
     /// Who asked, for the record.
     pub(super) by: Mutex<Option<String>>,
+    /// Set when this node lost the operation (its lease was taken over):
+    /// the run is stopped at once and nothing more is recorded for it.
+    pub(super) lost: AtomicBool,
 }
 
 impl CancelSwitch {
@@ -31,42 +34,50 @@ impl CancelSwitch {
         // `notify_one` keeps a permit if the runner is not waiting right now.
         self.force.notify_one();
     }
+
+    /// Stops the run at once, to be dropped without a record.
+    pub(super) fn lose(&self) {
+        self.lost.store(true, Ordering::Relaxed);
+        self.force();
+    }
+
+    /// Whether the run was lost rather than stopped by a cancel.
+    pub(super) fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Relaxed)
+    }
 }
 
 impl Engine {
     /// Cancels an operation: a pending one ends `cancelled` at once; a
-    /// running one sees `cancelled()` at once and is stopped by force after
-    /// the grace period. Either way it ends `cancelled`.
+    /// running one sees `cancelled()` at once (on another node of a cluster,
+    /// at that node's next lease renewal) and is stopped by force after the
+    /// grace period. Either way it ends `cancelled`.
     pub async fn cancel(&self, id: OperationId, by: &str) -> Result<Operation, CancelError> {
-        // An admitted operation reaches the queue a moment after its record
-        // is durable; wait that moment out rather than call it ended.
+        // A claim may start a pending operation while we look: try again.
         for _ in 0..100 {
-            let (queued, switch, known) = {
-                let mut queue = self.inner.lock_queue();
-                (queue.remove_pending(id), queue.switch(id), queue.holds(id))
-            };
-            if let Some(queued) = queued {
-                return Ok(self.inner.cancel_pending(queued.op, by).await?);
-            }
+            let switch = self.inner.lock_queue().switch(id);
             if let Some(switch) = switch {
-                // The first to ask is the one who cancelled it; a repeated request changes nothing.
-                switch.by.lock().expect("cancel switch poisoned").get_or_insert_with(|| by.to_owned());
-                switch.requested.store(true, Ordering::Relaxed);
-                let (grace, shutdown, forced) =
-                    (self.inner.config.cancel_grace, self.inner.shutdown.clone(), switch.clone());
-                self.inner.tasks.spawn(async move {
-                    // Shutdown stops the runner anyway; don't hold it up for the grace period.
-                    if shutdown.run_until_cancelled(tokio::time::sleep(grace)).await.is_some() {
-                        forced.force();
-                    }
-                });
-                return self.inner.store.get(id)?.ok_or(CancelError::NotFound(id));
+                self.inner.request_cancel(switch, by);
+                return self.inner.store.get(id).await?.ok_or(CancelError::NotFound(id));
             }
-            match self.inner.store.get(id)? {
+            let op = match self.inner.store.get(id).await? {
                 None => return Err(CancelError::NotFound(id)),
                 Some(op) if op.status.is_terminal() => return Err(CancelError::AlreadyEnded(Box::new(op))),
-                Some(_) if !known => tokio::time::sleep(Duration::from_millis(5)).await,
-                Some(_) => {}
+                Some(op) => op,
+            };
+            match op.status {
+                Status::Pending => match self.inner.cancel_pending(op, by).await {
+                    Ok(op) => return Ok(op),
+                    Err(StoreError::Fenced(..)) => continue,
+                    Err(e) => return Err(e.into()),
+                },
+                // Running on another node: its owner acts on the request.
+                _ if self.inner.store.shared() && op.node.as_deref() != Some(self.node()) => {
+                    self.inner.store.commit(Change::RequestCancel { id, by: by.to_owned() }).await?;
+                    return Ok(op);
+                }
+                // Claimed here a moment ago; its runner is about to register.
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
             }
         }
         Err(CancelError::Store(StoreError::Closed))
@@ -74,15 +85,42 @@ impl Engine {
 }
 
 impl Inner {
+    /// Asks a running operation to stop, and forces it after the grace period.
+    pub(super) fn request_cancel(&self, switch: Arc<CancelSwitch>, by: &str) {
+        // The first to ask is the one who cancelled it; a repeated request changes nothing.
+        let first = {
+            let mut who = switch.by.lock().expect("cancel switch poisoned");
+            let first = who.is_none();
+            who.get_or_insert_with(|| by.to_owned());
+            first
+        };
+        switch.requested.store(true, Ordering::Relaxed);
+        if !first {
+            return;
+        }
+        let (grace, shutdown) = (self.config.cancel_grace, self.shutdown.clone());
+        self.tasks.spawn(async move {
+            // Shutdown stops the runner anyway; don't hold it up for the grace period.
+            if shutdown.run_until_cancelled(tokio::time::sleep(grace)).await.is_some() {
+                switch.force();
+            }
+        });
+    }
+
     async fn cancel_pending(&self, mut op: Operation, by: &str) -> Result<Operation, StoreError> {
         let now = Timestamp::now();
         op.status = Status::Cancelled;
         op.finished_at = Some(now);
         op.message = format!("cancelled by {by} before it started");
         op.cancelled_by = Some(by.to_owned());
-        self.store
-            .commit(Change::Operation { kind: EventKind::Cancelled, operation: Arc::new(op.clone()), at: now })
-            .await?;
+        self.admitted.lock().expect("admitted poisoned").remove(&op.id);
+        let change = Change::Operation {
+            kind: EventKind::Cancelled,
+            operation: Arc::new(op.clone()),
+            at: now,
+            expect: Expect::Pending,
+        };
+        self.store.commit(change).await?;
         Ok(op)
     }
 }

@@ -1,20 +1,24 @@
 //! `engine`: the lifecycle of operations.
 //!
 //! Owns admission (type known, params valid, slot free, record durable before
-//! the 202), the FIFO queue and the concurrency limits, one runner task per
-//! running operation, cancellation, start-up recovery and retention. It talks
-//! to the registry for plugins, to the sandbox through a plugin's `Component`,
-//! and to the store through `Change`s; it never touches redb, sockets or HTTP.
+//! the 202), claiming pending work within the concurrency limits ([`claim`]),
+//! one runner task per running operation, cancellation, leases ([`lease`]),
+//! recovery and retention. It talks to the registry for plugins, to the
+//! sandbox through a plugin's `Component`, and to the store through
+//! `Change`s; it never touches a database, sockets or HTTP, and does not know
+//! whether other nodes share its store (beyond [`Store::shared`]).
 
 mod cancel;
+mod claim;
 mod defaults;
+mod lease;
 mod queue;
 mod recovery;
 mod retention;
 mod runner;
 mod runtime;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +31,7 @@ use crate::registry::{Plugin, Registry, Unresolved};
 use crate::sandbox::Sandbox;
 use crate::store::{Change, OperationFilter, Store, StoreError};
 use cancel::CancelSwitch;
-use queue::{Queue, Queued};
+use queue::Running;
 use runtime::RunnerRuntime;
 
 /// Engine settings, from the operator's config.
@@ -45,6 +49,11 @@ pub struct EngineConfig {
     pub prune_interval: Duration,
     /// Per-type overrides.
     pub types: BTreeMap<String, TypePolicy>,
+    /// This node's name (`--node-id`), recorded on the operations it runs.
+    pub node: String,
+    /// How long a claimed operation's lease lasts unless renewed (renewed
+    /// every third of it); only a shared store uses leases.
+    pub lease: Duration,
 }
 
 /// A request to start an operation, already checked for shape by the API.
@@ -140,9 +149,14 @@ struct Inner {
     registry: Arc<Registry>,
     sandbox: Arc<Sandbox>,
     config: EngineConfig,
-    /// Pending and running operations. A std mutex: held for queue
-    /// bookkeeping only, never across an await.
-    queue: Mutex<Queue>,
+    /// The operations running here. A std mutex: held for bookkeeping only,
+    /// never across an await.
+    queue: Mutex<Running>,
+    /// The plugin each operation admitted here was checked against, until it
+    /// starts: it runs with that one even if a reload replaced it meanwhile.
+    admitted: Mutex<HashMap<OperationId, Arc<Plugin>>>,
+    /// Woken when a runner ends, so the claimer fills its place.
+    room: tokio::sync::Notify,
     /// Runner tasks; spawned on `runners`, awaited at shutdown.
     tasks: TaskTracker,
     /// Threads of the runners' own, apart from the sockets (see [`runtime`]).
@@ -162,7 +176,7 @@ impl Engine {
     ) -> Result<Engine, StartError> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let runners = RunnerRuntime::start(threads).map_err(StartError::Threads)?;
-        let requeued = recovery::recover(&store, &registry).await?;
+        recovery::recover(&store, &registry, &config.node).await?;
         let shutdown = CancellationToken::new();
         let engine = Engine {
             inner: Arc::new(Inner {
@@ -170,20 +184,19 @@ impl Engine {
                 registry,
                 sandbox,
                 config,
-                queue: Mutex::new(Queue::default()),
+                queue: Mutex::new(Running::default()),
+                admitted: Mutex::new(HashMap::new()),
+                room: tokio::sync::Notify::new(),
                 tasks: TaskTracker::new(),
                 runners,
                 shutdown: shutdown.clone(),
             }),
             _stop_when_gone: Arc::new(shutdown.drop_guard()),
         };
-        {
-            let mut queue = engine.inner.lock_queue();
-            for queued in requeued {
-                queue.push(queued);
-            }
+        claim::spawn(&engine.inner);
+        if engine.inner.store.shared() {
+            lease::spawn(&engine.inner);
         }
-        engine.inner.pump();
         retention::spawn(&engine.inner);
         Ok(engine)
     }
@@ -245,16 +258,16 @@ impl Engine {
         operation.idempotency_key = request.idempotency_key;
         match self.inner.store.commit(Change::Admit { operation: Arc::new(operation.clone()) }).await {
             Ok(_) => {
-                self.inner.lock_queue().push(Queued { op: operation.clone(), plugin });
-                self.inner.pump();
+                self.inner.admitted.lock().expect("admitted poisoned").insert(operation.id, plugin);
+                self.inner.store.work().notify_one();
                 Ok(Submitted::Created(operation))
             }
             Err(StoreError::SlotTaken(holder)) => {
-                let holder = self.inner.store.get(holder)?.ok_or(StoreError::Closed)?;
+                let holder = self.inner.store.get(holder).await?.ok_or(StoreError::Closed)?;
                 Err(SubmitError::Busy(Box::new(holder)))
             }
             Err(StoreError::Replay(original)) => {
-                let original = self.inner.store.get(original)?.ok_or(StoreError::Closed)?;
+                let original = self.inner.store.get(original).await?.ok_or(StoreError::Closed)?;
                 let same = original.op_type == operation.op_type
                     && original.target == operation.target
                     && original.params == operation.params;
@@ -265,26 +278,36 @@ impl Engine {
     }
 
     /// The operation with `id`.
-    pub fn get(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
-        self.inner.store.get(id)
+    pub async fn get(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
+        self.inner.store.get(id).await
     }
 
     /// A page of operations matching `filter`, newest first, older than `before`.
-    pub fn list(
+    pub async fn list(
         &self,
         filter: &OperationFilter,
         limit: usize,
         before: Option<OperationId>,
     ) -> Result<Vec<Operation>, StoreError> {
-        self.inner.store.list(filter, limit, before)
+        self.inner.store.list(filter, limit, before).await
     }
 
     /// The stored event frames of `id` after `since`.
-    pub fn events(&self, id: OperationId, since: Seq) -> Result<Vec<(Seq, String)>, StoreError> {
-        self.inner.store.events(id, since)
+    pub async fn events(&self, id: OperationId, since: Seq) -> Result<Vec<(Seq, String)>, StoreError> {
+        self.inner.store.events(id, since).await
     }
 
-    /// Pending (queued) and running counts.
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.inner.config.node
+    }
+
+    /// Which store backend it runs on (`redb`, `postgres`).
+    pub fn store_kind(&self) -> &'static str {
+        self.inner.store.kind()
+    }
+
+    /// Pending (queued, store-wide) and running (on this node) counts.
     pub fn counts(&self) -> (usize, usize) {
         self.inner.lock_queue().counts()
     }
@@ -294,9 +317,11 @@ impl Engine {
         self.inner.config.types.get(op_type).cloned().unwrap_or_default()
     }
 
-    /// Stops every runner without recording an outcome (the next start deals
-    /// with them, as after a crash) and waits for them to let go of their
-    /// sandboxes.
+    /// Stops claiming and stops every runner. On a private store nothing
+    /// is recorded for them (the next start deals with them, as after a
+    /// crash); on a shared one each is handed back at once (see
+    /// [`runner`]): re-queued if its plugin is retry-safe, else failed as
+    /// `interrupted`. Waits for them to let go of their sandboxes.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
@@ -305,30 +330,7 @@ impl Engine {
 }
 
 impl Inner {
-    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, Running> {
         self.queue.lock().expect("queue poisoned")
-    }
-
-    /// Starts every queued operation that fits the limits.
-    fn pump(self: &Arc<Self>) {
-        if self.shutdown.is_cancelled() {
-            return;
-        }
-        let started = {
-            let types = &self.config.types;
-            self.lock_queue()
-                .take_startable(self.config.max_concurrent, |t| types.get(t).and_then(|p| p.max_concurrent))
-        };
-        for start in started {
-            let inner = self.clone();
-            let run = async move {
-                let id = start.op.id;
-                let policy = inner.config.types.get(&start.op.op_type).cloned().unwrap_or_default();
-                runner::run(&inner, start.op, start.plugin, &start.switch, &policy).await;
-                inner.lock_queue().finished(id);
-                inner.pump();
-            };
-            self.tasks.spawn_on(run, self.runners.handle());
-        }
     }
 }

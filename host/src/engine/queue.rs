@@ -1,89 +1,62 @@
-//! Admission control: which pending operations may start now.
+//! The operations this node runs now, each with its cancel switch.
 //!
-//! A FIFO of admitted operations and the counts of running ones. An operation
-//! starts when the global limit and its type's limit both have room; one
-//! blocked by its type's limit does not hold up other types behind it, but
-//! within a type the order is strictly first in, first out.
+//! Pending operations wait in the store, which decides which ones this node
+//! may start ([`Change::Claim`](crate::store::Change::Claim)): oldest first,
+//! within the per-type limits, store-wide. This table only bounds how many
+//! run here at once (`max_concurrent` is per node) and finds a running
+//! operation's switch for a cancel or a lost lease.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::CancelSwitch;
-use crate::model::{Operation, OperationId};
-use crate::registry::Plugin;
+use crate::model::OperationId;
 
-/// An admitted operation waiting for a slot.
-pub(super) struct Queued {
-    pub(super) op: Operation,
-    pub(super) plugin: Arc<Plugin>,
+#[derive(Default)]
+pub(super) struct Running {
+    ops: HashMap<OperationId, Entry>,
+    /// Pending operations, store-wide, as the last claim counted them.
+    pending: usize,
 }
 
-/// An operation handed to a runner.
-pub(super) struct Started {
-    pub(super) op: Operation,
-    pub(super) plugin: Arc<Plugin>,
+/// One running operation.
+pub(super) struct Entry {
+    pub(super) attempt: u32,
     pub(super) switch: Arc<CancelSwitch>,
 }
 
-#[derive(Default)]
-pub(super) struct Queue {
-    pending: VecDeque<Queued>,
-    running: HashMap<OperationId, (String, Arc<CancelSwitch>)>,
-    running_by_type: HashMap<String, usize>,
-}
-
-impl Queue {
-    pub(super) fn push(&mut self, queued: Queued) {
-        self.pending.push_back(queued);
+impl Running {
+    /// Room for how many more, under `max`.
+    pub(super) fn room(&self, max: usize) -> usize {
+        max.saturating_sub(self.ops.len())
     }
 
-    /// Removes a pending operation (a cancel before it started).
-    pub(super) fn remove_pending(&mut self, id: OperationId) -> Option<Queued> {
-        let index = self.pending.iter().position(|q| q.op.id == id)?;
-        self.pending.remove(index)
+    pub(super) fn insert(&mut self, id: OperationId, attempt: u32) -> Arc<CancelSwitch> {
+        let switch = Arc::new(CancelSwitch::default());
+        self.ops.insert(id, Entry { attempt, switch: switch.clone() });
+        switch
     }
 
     /// The cancel switch of a running operation.
     pub(super) fn switch(&self, id: OperationId) -> Option<Arc<CancelSwitch>> {
-        self.running.get(&id).map(|(_, s)| s.clone())
+        self.ops.get(&id).map(|e| e.switch.clone())
     }
 
-    /// Whether the operation is known here at all (pending or running).
-    pub(super) fn holds(&self, id: OperationId) -> bool {
-        self.running.contains_key(&id) || self.pending.iter().any(|q| q.op.id == id)
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&OperationId, &Entry)> {
+        self.ops.iter()
     }
 
-    /// Takes every pending operation that fits, in order, and counts it as running.
-    pub(super) fn take_startable(&mut self, global: usize, type_limit: impl Fn(&str) -> Option<usize>) -> Vec<Started> {
-        let mut started = Vec::new();
-        let mut index = 0;
-        while index < self.pending.len() && self.running.len() < global {
-            let op_type = &self.pending[index].op.op_type;
-            let busy = self.running_by_type.get(op_type).copied().unwrap_or(0);
-            if type_limit(op_type).is_some_and(|limit| busy >= limit) {
-                index += 1;
-                continue;
-            }
-            let Queued { op, plugin } = self.pending.remove(index).expect("index is in range");
-            let switch = Arc::new(CancelSwitch::default());
-            *self.running_by_type.entry(op.op_type.clone()).or_default() += 1;
-            self.running.insert(op.id, (op.op_type.clone(), switch.clone()));
-            started.push(Started { op, plugin, switch });
-        }
-        started
-    }
-
-    /// Frees the slot of a runner that ended.
+    /// Frees the place of a runner that ended.
     pub(super) fn finished(&mut self, id: OperationId) {
-        if let Some((op_type, _)) = self.running.remove(&id)
-            && let Some(count) = self.running_by_type.get_mut(&op_type)
-        {
-            *count -= 1;
-        }
+        self.ops.remove(&id);
     }
 
-    /// Pending and running counts.
+    pub(super) fn set_pending(&mut self, pending: usize) {
+        self.pending = pending;
+    }
+
+    /// Pending (store-wide) and running (here) counts.
     pub(super) fn counts(&self) -> (usize, usize) {
-        (self.pending.len(), self.running.len())
+        (self.pending, self.ops.len())
     }
 }

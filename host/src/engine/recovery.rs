@@ -1,63 +1,71 @@
-//! Start-up recovery: nothing stays `pending` or `running` across a restart.
+//! Recovery: no operation stays `pending` or `running` with nobody on it.
 //!
-//! Every operation not in a terminal status when the process starts was left
-//! behind by a previous process that crashed or shut down. Found by a full
-//! scan (not by trusting the `active` index), each one is, durably and before
-//! the server accepts a request:
-//! - re-queued (`pending`, attempt + 1) if its plugin declares itself
-//!   retry-safe; or
+//! The store names the orphans ([`Store::orphans`]): at start-up on a private
+//! store, everything a previous process left unfinished; on a shared store,
+//! the running operations whose owner's lease expired (it died, paused or
+//! lost the database), and at start-up also those still owned by this node's
+//! id. Each one is, durably:
+//! - re-queued (`pending`, attempt + 1, event `operation.requeued`) if its
+//!   plugin declares itself retry-safe; or
 //! - failed with code `interrupted`, which releases its slot.
 //!
-//! Then the `active` index is reconciled: any entry whose holder has ended or
-//! vanished is dropped, so duplicate prevention starts from the truth.
+//! Both are fenced on the orphan's attempt, so of two nodes reaping the same
+//! operation one wins, and its old owner can write nothing more. At start-up
+//! the `active` index is then reconciled, so duplicate prevention starts from
+//! the truth.
 
 use std::sync::Arc;
 
-use super::queue::Queued;
-use crate::model::{EventKind, OpError, Status, Timestamp};
+use crate::model::{EventKind, OpError, Operation, Status, Timestamp};
 use crate::registry::Registry;
-use crate::store::{Change, Store, StoreError};
+use crate::store::{Change, Expect, Store, StoreError};
 
-/// Resolves the operations a previous process left; returns the re-queued
-/// ones, oldest first.
-pub(super) async fn recover(store: &Store, registry: &Registry) -> Result<Vec<Queued>, StoreError> {
-    let left = store.unfinished()?;
-    let mut requeued = Vec::new();
-    for mut op in left {
-        let was = op.status;
-        let now = Timestamp::now();
-        // The version it was admitted with, or none: it never runs another.
-        let plugin = semver::Version::parse(&op.plugin_version)
-            .ok()
-            .and_then(|v| registry.get_exact(&op.op_type, &v))
-            .filter(|p| p.retry_safe);
-        let kind = match &plugin {
-            Some(_) => {
-                op.status = Status::Pending;
-                op.attempt += 1;
-                op.started_at = None;
-                op.progress = 0;
-                op.error = None;
-                op.message = format!("re-queued after an interruption (attempt {})", op.attempt);
-                EventKind::Requeued
-            }
-            None => {
-                op.status = Status::Failed;
-                op.finished_at = Some(now);
-                op.message = format!("interrupted: the server stopped while the operation was {}", was.as_str());
-                op.error = Some(OpError::new("interrupted", op.message.clone()));
-                EventKind::Failed
-            }
-        };
-        tracing::warn!(op = %op.id, r#type = %op.op_type, outcome = kind.as_str(), "operation interrupted by the previous shutdown");
-        store.commit(Change::Operation { kind, operation: Arc::new(op.clone()), at: now }).await?;
-        if let Some(plugin) = plugin {
-            requeued.push(Queued { op, plugin });
-        }
+/// Resolves what a previous process (or this node's id before a restart) left.
+pub(super) async fn recover(store: &Store, registry: &Registry, node: &str) -> Result<(), StoreError> {
+    for op in store.orphans(node, true).await? {
+        let why = format!("the server stopped while the operation was {}", op.status.as_str());
+        resolve(store, registry, op, &why).await?;
     }
     let repaired = store.commit(Change::ReconcileActive).await?.count;
     if repaired > 0 {
         tracing::warn!(count = repaired, "dropped stale entries from the active index");
     }
-    Ok(requeued)
+    Ok(())
+}
+
+/// Re-queues or fails one orphan; `Ok` also when another node got to it first.
+pub(super) async fn resolve(store: &Store, registry: &Registry, op: Operation, why: &str) -> Result<(), StoreError> {
+    let (kind, op) = decide(registry, op, why);
+    tracing::warn!(op = %op.id, r#type = %op.op_type, outcome = kind.as_str(), "{why}");
+    let change = Change::Operation { kind, operation: Arc::new(op), at: Timestamp::now(), expect: Expect::Orphan };
+    match store.commit(change).await {
+        Ok(_) | Err(StoreError::Fenced(..)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// What becomes of an operation whose run was cut short: re-queued as the
+/// next attempt if its plugin (the version it was admitted with) is
+/// retry-safe here, else failed as `interrupted`. (The store fences a
+/// re-queue on the attempt before the bump.)
+pub(super) fn decide(registry: &Registry, mut op: Operation, why: &str) -> (EventKind, Operation) {
+    let retry_safe = semver::Version::parse(&op.plugin_version)
+        .ok()
+        .and_then(|v| registry.get_exact(&op.op_type, &v))
+        .is_some_and(|p| p.retry_safe);
+    if retry_safe {
+        op.status = Status::Pending;
+        op.attempt += 1;
+        op.started_at = None;
+        op.progress = 0;
+        op.error = None;
+        op.message = format!("re-queued after an interruption (attempt {})", op.attempt);
+        (EventKind::Requeued, op)
+    } else {
+        op.status = Status::Failed;
+        op.finished_at = Some(Timestamp::now());
+        op.message = format!("interrupted: {why}");
+        op.error = Some(OpError::new("interrupted", op.message.clone()));
+        (EventKind::Failed, op)
+    }
 }

@@ -1,9 +1,12 @@
-//! The runner: one task per operation, from `running` to a terminal status.
+//! The runner: one task per operation, from `running` (the claim recorded
+//! that) to a terminal status.
 //!
 //! It starts the plugin's `run` in the sandbox and, while that runs, forwards
 //! log lines and throttled progress to the store. When `run` ends it drains
 //! the remaining log lines, flushes the throttle, and commits the terminal
-//! transition (which the store publishes only once durable).
+//! transition (which the store publishes only once durable). Every write is
+//! fenced on the run's attempt: once another node has taken the operation
+//! over, nothing this runner writes is accepted, and a lost lease stops it.
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use crate::progress::{LiveProgress, ProgressThrottle};
 use crate::registry::Plugin;
 use crate::sandbox::grants::{Grants, Scratch};
 use crate::sandbox::{Fault, LogLine, RunHooks, RunLimits, RunOutput};
-use crate::store::Change;
+use crate::store::{Change, Expect, StoreError};
 
 /// Log lines waiting to be stored, per operation. A plugin that logs faster
 /// than the store commits waits (its `log` call is async) once this is full.
@@ -31,13 +34,6 @@ pub(super) async fn run(
 ) {
     let store = &inner.store;
     let (limits, prepared) = prepare(inner, &op, &plugin, policy);
-    op.status = Status::Running;
-    op.started_at = Some(Timestamp::now());
-    op.message = "starting".to_owned();
-    if let Err(e) = store.enqueue(started(&op)).await {
-        tracing::error!(op = %op.id, error = %e, "cannot record start; not running");
-        return;
-    }
 
     let (progress_tx, progress_rx) = watch::channel(LiveProgress::default());
     let (log_tx, mut log_rx) = mpsc::channel(LOG_QUEUE);
@@ -60,9 +56,14 @@ pub(super) async fn run(
                 tokio::select! {
                     biased;
                     result = &mut run => break result,
-                    () = switch.force.notified() => break Err(Fault::ForcedStop),
+                    () = switch.force.notified() => {
+                        if switch.is_lost() {
+                            return;
+                        }
+                        break Err(Fault::ForcedStop);
+                    }
                     () = inner.shutdown.cancelled() => {
-                        tracing::info!(op = %op.id, "server shutting down; the next start records this run as interrupted");
+                        hand_back(inner, op).await;
                         return;
                     }
                     Some(line) = log_rx.recv() => {
@@ -98,8 +99,51 @@ pub(super) async fn run(
     let kind = finish(&mut op, result, panic.message, by);
     let at = op.finished_at.unwrap_or_else(Timestamp::now);
     tracing::info!(op = %op.id, r#type = %op.op_type, status = op.status.as_str(), "operation ended");
-    if let Err(e) = store.commit(Change::Operation { kind, operation: Arc::new(op.clone()), at }).await {
-        tracing::error!(op = %op.id, error = %e, "cannot record the end of an operation");
+    record_end(inner, kind, op, at).await;
+}
+
+/// Commits the run's terminal transition. While the database is unavailable
+/// the outcome is held and retried, for as long as the lease could still be
+/// ours (a lease later, another node has taken the operation over and the
+/// fence refuses the write anyway).
+async fn record_end(inner: &Inner, kind: EventKind, op: Operation, at: Timestamp) {
+    let give_up = tokio::time::Instant::now() + inner.config.lease * 2;
+    let op = Arc::new(op);
+    loop {
+        let change = Change::Operation { kind, operation: op.clone(), at, expect: Expect::Runner };
+        match inner.store.commit(change).await {
+            Ok(_) => return,
+            Err(StoreError::Fenced(_, why)) => {
+                tracing::warn!(op = %op.id, "the end of this run was not recorded: {why}");
+                return;
+            }
+            Err(StoreError::Unavailable(why)) if tokio::time::Instant::now() < give_up => {
+                tracing::warn!(op = %op.id, "the store is unavailable ({why}); holding the outcome and retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                tracing::error!(op = %op.id, error = %e, "cannot record the end of an operation");
+                return;
+            }
+        }
+    }
+}
+
+/// At shutdown: on a private store, nothing (the next start records the run
+/// as interrupted, as after a crash); on a shared one, the operation goes
+/// back at once, re-queued for another node if its plugin is retry-safe,
+/// else failed as `interrupted`, rather than waiting for its lease to expire.
+async fn hand_back(inner: &Inner, op: Operation) {
+    if !inner.store.shared() {
+        tracing::info!(op = %op.id, "server shutting down; the next start records this run as interrupted");
+        return;
+    }
+    let why = format!("node {} shut down while it ran", inner.config.node);
+    let (kind, next) = super::recovery::decide(&inner.registry, op, &why);
+    tracing::info!(op = %next.id, outcome = kind.as_str(), "{why}");
+    let change = Change::Operation { kind, operation: Arc::new(next), at: Timestamp::now(), expect: Expect::Runner };
+    if let Err(e) = inner.store.commit(change).await {
+        tracing::warn!(error = %e, "cannot hand an operation back at shutdown; its lease will expire");
     }
 }
 
@@ -133,20 +177,17 @@ fn prepare(
     (limits, prepared)
 }
 
-fn started(op: &Operation) -> Change {
+fn progress(op: &Operation) -> Change {
     Change::Operation {
-        kind: EventKind::Started,
+        kind: EventKind::Progress,
         operation: Arc::new(op.clone()),
-        at: op.started_at.unwrap_or_else(Timestamp::now),
+        at: Timestamp::now(),
+        expect: Expect::Runner,
     }
 }
 
-fn progress(op: &Operation) -> Change {
-    Change::Operation { kind: EventKind::Progress, operation: Arc::new(op.clone()), at: Timestamp::now() }
-}
-
 fn log(op: &Operation, line: LogLine) -> Change {
-    Change::Log { op_id: op.id, level: line.level, message: line.message, at: line.at }
+    Change::Log { op_id: op.id, attempt: op.attempt, level: line.level, message: line.message, at: line.at }
 }
 
 /// Copies the plugin's live progress into the operation.

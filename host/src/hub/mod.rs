@@ -65,11 +65,14 @@ impl Default for HubConfig {
     }
 }
 
+/// A read of older events from [`History`].
+pub type Replay<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Vec<Event>, String>> + Send + 'a>>;
+
 /// Where a resume finds events older than the ring: the store.
 pub trait History: Send + Sync {
     /// Every event with `after < seq <= upto`, in order, or an error if any
     /// of them is gone (pruned).
-    fn replay(&self, after: Seq, upto: Seq) -> Result<Vec<Event>, String>;
+    fn replay(&self, after: Seq, upto: Seq) -> Replay<'_>;
 }
 
 /// The fan-out hub. One per server.
@@ -287,6 +290,15 @@ impl State {
 impl Publish for Hub {
     fn publish(&self, events: Vec<Event>) {
         let mut state = self.lock();
+        // A feed that started before the hub was seeded may repeat what the
+        // seed already holds.
+        let events = match events.first() {
+            Some(first) if first.seq <= state.last_seq => {
+                let last = state.last_seq;
+                events.into_iter().filter(|e| e.seq > last).collect()
+            }
+            _ => events,
+        };
         let deadline = self.config.lag_deadline;
         for event in &events {
             state.last_seq = event.seq;

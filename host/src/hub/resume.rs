@@ -23,7 +23,7 @@ impl Connection {
     /// topics (and none already subscribed, which were delivered live), from
     /// the ring or, for older ones, from `history`; if the gap is too large or
     /// partly pruned, queues `reset: true` snapshots instead.
-    pub fn subscribe(
+    pub async fn subscribe(
         &self,
         topics: &[Topic],
         since: Option<Seq>,
@@ -33,34 +33,40 @@ impl Connection {
         let hub = &self.hub;
         let mut fetched: Option<(Seq, Vec<Event>)> = None;
         for _ in 0..3 {
-            let mut state = hub.lock();
-            let last = state.last_seq;
-            let Some(since) = since else {
-                return self.snapshot(&mut state, topics, false, known);
-            };
-            if since > last || last - since > hub.config.max_replay {
-                return self.snapshot(&mut state, topics, true, known);
-            }
-            // Events up to `upto` come from the store, the rest from the ring.
-            let upto = match &fetched {
-                Some((upto, _)) if state.ring_covers(*upto) => *upto,
-                _ if state.ring_covers(since) => since,
-                _ => {
-                    let upto = state.ring.front().map_or(last, |first| first.seq - 1);
-                    drop(state);
-                    match history.replay(since, upto) {
-                        Ok(events) => fetched = Some((upto, events)),
-                        Err(e) => {
-                            tracing::info!(since, error = %e, "resume gap not in history; sending a reset");
-                            return self.snapshot(&mut hub.lock(), topics, true, known);
-                        }
+            // The lock is taken in a block of its own: it must be released
+            // before the store is read, and never held across that await.
+            let gap = {
+                let mut state = hub.lock();
+                let last = state.last_seq;
+                let Some(since) = since else {
+                    return self.snapshot(&mut state, topics, false, known);
+                };
+                if since > last || last - since > hub.config.max_replay {
+                    return self.snapshot(&mut state, topics, true, known);
+                }
+                // Events up to `upto` come from the store, the rest from the ring.
+                let upto = match &fetched {
+                    Some((upto, _)) if state.ring_covers(*upto) => Some(*upto),
+                    _ if state.ring_covers(since) => Some(since),
+                    _ => None,
+                };
+                match upto {
+                    Some(upto) => {
+                        let stored = fetched.take().map(|(_, events)| events).unwrap_or_default();
+                        let ring: Vec<Event> = state.ring.iter().filter(|e| e.seq > upto).cloned().collect();
+                        return self.replay(&mut state, topics, since, stored.into_iter().chain(ring));
                     }
-                    continue;
+                    None => (since, state.ring.front().map_or(last, |first| first.seq - 1)),
                 }
             };
-            let stored = fetched.take().map(|(_, events)| events).unwrap_or_default();
-            let ring: Vec<Event> = state.ring.iter().filter(|e| e.seq > upto).cloned().collect();
-            return self.replay(&mut state, topics, since, stored.into_iter().chain(ring));
+            let (since, upto) = gap;
+            match history.replay(since, upto).await {
+                Ok(events) => fetched = Some((upto, events)),
+                Err(e) => {
+                    tracing::info!(since, error = %e, "resume gap not in history; sending a reset");
+                    return self.snapshot(&mut hub.lock(), topics, true, known);
+                }
+            }
         }
         self.snapshot(&mut hub.lock(), topics, true, known)
     }

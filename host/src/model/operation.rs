@@ -156,6 +156,10 @@ pub struct Operation {
     /// Who cancelled it (`user:<name>`, or `api` in dev mode), once someone has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancelled_by: Option<String>,
+    /// The node that runs it, or ran it last (`--node-id`); absent while it
+    /// has never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 impl Operation {
@@ -187,6 +191,7 @@ impl Operation {
             group: None,
             idempotency_key: None,
             cancelled_by: None,
+            node: None,
         }
     }
 

@@ -10,6 +10,12 @@
 //! The table is bounded (`max_schedules`): every schedule is a timer entry
 //! and a record, and each one starts operations on its own, so their number
 //! must not be up to whoever may create them.
+//!
+//! In a cluster every node runs the timer. Before it fires, a node takes the
+//! fire time in the store ([`Change::ClaimFire`]): one node wins each fire
+//! time, so a schedule fires once, whichever nodes are up. Each node reloads
+//! the table from the store every [`REFRESH`], to see schedules made, changed
+//! and deleted on the others.
 
 mod model;
 
@@ -28,6 +34,9 @@ pub use model::{RunOutcome, Schedule, ScheduleId, ScheduleRun};
 use crate::engine::{Engine, SubmitError, SubmitRequest, Submitted};
 use crate::model::{FieldError, Timestamp};
 use crate::store::{Change, Store, StoreError};
+
+/// How often a node of a cluster reloads the schedules from the store.
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A request to create a schedule, already checked for shape by the API.
 #[derive(Debug, Clone)]
@@ -101,7 +110,7 @@ fn timestamp(time: DateTime<Utc>) -> Timestamp {
 impl Schedules {
     /// Loads the stored schedules and starts the timer; at most `max` may be
     /// created (stored ones over it are kept, and block creating more).
-    pub fn start(
+    pub async fn start(
         store: Store,
         engine: Engine,
         max: usize,
@@ -109,7 +118,7 @@ impl Schedules {
     ) -> Result<Schedules, StoreError> {
         let now = Utc::now();
         let mut table = HashMap::new();
-        for mut schedule in store.schedules()? {
+        for mut schedule in store.schedules().await? {
             match parse_cron(&schedule.cron) {
                 Ok(cron) => {
                     schedule.next_run_at = next_after(&cron, now).map(timestamp);
@@ -204,9 +213,14 @@ impl Schedules {
                 }
                 None => std::time::Duration::from_secs(3600),
             };
+            let refresh = if self.inner.store.shared() { REFRESH } else { std::time::Duration::from_secs(3600) };
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = self.inner.changed.notified() => continue,
+                () = tokio::time::sleep(refresh), if self.inner.store.shared() => {
+                    self.refresh().await;
+                    continue;
+                }
             }
             self.fire_due().await;
         }
@@ -221,6 +235,21 @@ impl Schedules {
             .map(|(s, _)| s.clone())
             .collect();
         for schedule in due {
+            let at_ms = schedule.next_run_at.map_or(0, |at| chrono_of(at).timestamp_millis());
+            let mine = match self.inner.store.commit(Change::ClaimFire { id: schedule.id, at_ms }).await {
+                Ok(receipt) => receipt.count == 1,
+                Err(e) => {
+                    tracing::warn!(schedule = %schedule.id, error = %e, "cannot take a schedule's fire; skipped");
+                    false
+                }
+            };
+            if !mine {
+                // Another node fires this one; just move on to the next time.
+                if let Some((current, cron)) = self.lock().get_mut(&schedule.id) {
+                    current.next_run_at = next_after(cron, now).map(timestamp);
+                }
+                continue;
+            }
             let run = self.fire(&schedule).await;
             let updated = {
                 let mut table = self.lock();
@@ -233,6 +262,37 @@ impl Schedules {
                 tracing::error!(schedule = %schedule.id, error = %e, "cannot record a schedule run");
             }
         }
+    }
+
+    /// Takes the store's schedules as the table: new ones are added, deleted
+    /// ones dropped, and the records of the others (their runs, recorded by
+    /// whichever node fired them) replaced, keeping the local timer.
+    async fn refresh(&self) {
+        let stored = match self.inner.store.schedules().await {
+            Ok(stored) => stored,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload the schedules");
+                return;
+            }
+        };
+        let now = Utc::now();
+        let mut table = self.lock();
+        let ids: std::collections::HashSet<ScheduleId> = stored.iter().map(|s| s.id).collect();
+        table.retain(|id, _| ids.contains(id));
+        for mut schedule in stored {
+            match table.get_mut(&schedule.id) {
+                Some((current, _)) => {
+                    schedule.next_run_at = current.next_run_at;
+                    *current = schedule;
+                }
+                None => {
+                    let Ok(cron) = parse_cron(&schedule.cron) else { continue };
+                    schedule.next_run_at = next_after(&cron, now).map(timestamp);
+                    table.insert(schedule.id, (schedule, cron));
+                }
+            }
+        }
+        self.inner.places.store(table.len(), Ordering::Release);
     }
 
     async fn fire(&self, schedule: &Schedule) -> ScheduleRun {

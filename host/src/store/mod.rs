@@ -1,84 +1,227 @@
-//! `store`: the durable record of operations and events, in one redb file.
+//! `store`: the durable record of operations and events, behind one
+//! interface with two backends.
 //!
-//! Owns the redb [`Database`]. Reads go straight to redb (MVCC: they never wait
-//! for the writer). Every write goes through the single writer thread in
-//! [`writer`], which group-commits batches and only then hands the committed
-//! events to a [`Publish`] sink (the hub): no client can see an event that a
-//! crash could take back. Nothing else in the host opens the file.
+//! - [`redb`](self::redb): the embedded default, one file in the data
+//!   directory, one process.
+//! - [`postgres`](self::postgres): the cluster backend, one database shared by
+//!   every node of a cluster.
+//!
+//! The engine, hub, API and schedules hold a [`Store`] and never learn which
+//! backend it is: they send [`Change`]s, read records, claim pending work and
+//! renew leases. Both backends commit a change before they publish its event
+//! to the [`Publish`] sink (the hub), in one dense, commit-ordered `seq`
+//! order, so no client sees an event that a crash could take back.
 
-mod apply;
+mod change;
 mod error;
-mod history;
-mod reads;
-mod writer;
+mod filter;
+mod frame;
+pub mod postgres;
+pub mod redb;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use redb::Database;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::Notify;
 
+pub use change::{Change, Claim, Expect, Publish, Receipt, Renewal};
 pub use error::StoreError;
-pub use reads::OperationFilter;
-pub use writer::{Change, Publish, Receipt};
+pub use filter::OperationFilter;
 
-/// How many changes may wait for the writer. Senders wait (async) when it is
-/// full, which slows producers down instead of growing memory.
-const QUEUE_CAPACITY: usize = 8192;
+use crate::model::{Event, Operation, OperationId, Seq};
+use crate::schedule::Schedule;
 
-/// Handle to the store: cheap to clone, shared by the engine and the API.
-#[derive(Clone)]
-pub struct Store {
-    db: Arc<Database>,
-    writer: mpsc::Sender<writer::Append>,
-    history: u64,
+/// Where the records live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// `<dir>/opal.redb`, for this process alone.
+    Redb(PathBuf),
+    /// A PostgreSQL database (`postgres://user@host:port/db`), shared by a
+    /// cluster's nodes.
+    Postgres(String),
 }
 
-/// The running writer thread; join it after every [`Store`] handle is dropped.
-pub struct WriterThread(std::thread::JoinHandle<()>);
+/// Handle to the store: cheap to clone, shared by the engine, hub and API.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+}
 
-impl WriterThread {
+#[derive(Clone)]
+enum Backend {
+    Redb(redb::RedbStore),
+    Postgres(postgres::PgStore),
+}
+
+/// The store's background work (writer, event feed); [`StoreTasks::join`]
+/// it after every [`Store`] handle is dropped, so nothing queued is lost.
+pub enum StoreTasks {
+    /// redb's writer thread.
+    Redb(redb::WriterThread),
+    /// PostgreSQL's writer and feed tasks.
+    Postgres(postgres::Tasks),
+}
+
+impl StoreTasks {
     /// Waits for the writer to drain its queue and stop.
-    pub fn join(self) {
-        let _ = self.0.join();
+    pub async fn join(self) {
+        match self {
+            StoreTasks::Redb(writer) => {
+                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            }
+            StoreTasks::Postgres(tasks) => tasks.join().await,
+        }
     }
+}
+
+macro_rules! dispatch {
+    ($self:expr, $store:ident => $call:expr) => {
+        match &$self.backend {
+            Backend::Redb($store) => $call,
+            Backend::Postgres($store) => $call,
+        }
+    };
 }
 
 impl Store {
-    /// Opens (or creates) `<dir>/opal.redb`, applies pending migrations and
-    /// starts the writer, which publishes committed events to `sink`.
-    pub fn open(dir: &Path, sink: Arc<dyn Publish>) -> Result<(Store, WriterThread), StoreError> {
-        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
-        let path = dir.join("opal.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Open(path.display().to_string(), e))?;
-        let report = opal_migrations::migrate(&db)?;
-        if report.from != report.to {
-            tracing::info!(from = report.from, to = report.to, "migrated data file");
+    /// Opens the store at `location` (creating and migrating it as needed)
+    /// for node `node`, and starts its writer; committed events, this node's
+    /// and every other node's, go to `sink` in seq order.
+    pub async fn open(
+        location: &Location,
+        node: &str,
+        sink: Arc<dyn Publish>,
+    ) -> Result<(Store, StoreTasks), StoreError> {
+        match location {
+            Location::Redb(dir) => {
+                let (store, writer) = redb::RedbStore::open(dir, sink)?;
+                Ok((Store { backend: Backend::Redb(store) }, StoreTasks::Redb(writer)))
+            }
+            Location::Postgres(url) => {
+                let (store, tasks) = postgres::PgStore::open(url, node, sink).await?;
+                Ok((Store { backend: Backend::Postgres(store) }, StoreTasks::Postgres(tasks)))
+            }
         }
-        let db = Arc::new(db);
-        let last_seq = reads::last_seq(&db)?;
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        let thread = writer::spawn(db.clone(), rx, last_seq, sink)?;
-        Ok((Store { db, writer: tx, history: report.history }, WriterThread(thread)))
     }
 
-    /// The data file's history id, as 16 hex digits: the same for the life
-    /// of the file, different for another file. Seqs are comparable only
-    /// within one history.
+    /// `"redb"` or `"postgres"`, for the status.
+    pub fn kind(&self) -> &'static str {
+        match &self.backend {
+            Backend::Redb(_) => "redb",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Whether other processes share the store (and so need leases).
+    pub fn shared(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// The store's history id, as 16 hex digits: the same for the life of
+    /// the data, different for other data. Seqs are comparable only within
+    /// one history.
     pub fn history(&self) -> String {
-        format!("{:016x}", self.history)
+        format!("{:016x}", dispatch!(self, s => s.history()))
+    }
+
+    /// Woken when pending work may have appeared (an admission or re-queue,
+    /// on any node), so the engine claims it without polling.
+    pub fn work(&self) -> Arc<Notify> {
+        dispatch!(self, s => s.work())
+    }
+
+    /// The size of the local data file, if there is one.
+    pub fn file_bytes(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Redb(s) => Some(s.file_bytes()),
+            Backend::Postgres(_) => None,
+        }
     }
 
     /// Queues `change` and waits until it is committed (or refused).
     pub async fn commit(&self, change: Change) -> Result<Receipt, StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.writer.send(writer::Append { change, ack: Some(ack) }).await.map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        dispatch!(self, s => s.commit(change).await)
     }
 
     /// Queues `change` without waiting for the commit. Its event is still
     /// published only once committed; use this where nobody waits on it.
     pub async fn enqueue(&self, change: Change) -> Result<(), StoreError> {
-        self.writer.send(writer::Append { change, ack: None }).await.map_err(|_| StoreError::Closed)
+        dispatch!(self, s => s.enqueue(change).await)
+    }
+
+    /// The operation with `id`, if it exists.
+    pub async fn get(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
+        dispatch!(self, s => s.get(id).await)
+    }
+
+    /// Up to `limit` operations matching `filter`, newest first, strictly
+    /// older than `before`.
+    pub async fn list(
+        &self,
+        filter: &OperationFilter,
+        limit: usize,
+        before: Option<OperationId>,
+    ) -> Result<Vec<Operation>, StoreError> {
+        dispatch!(self, s => s.list(filter, limit, before).await)
+    }
+
+    /// The pending and running operations, oldest first.
+    pub async fn active(&self) -> Result<Vec<Operation>, StoreError> {
+        dispatch!(self, s => s.active().await)
+    }
+
+    /// The event frames of operation `id` with a seq above `since`, in order.
+    pub async fn events(&self, id: OperationId, since: Seq) -> Result<Vec<(Seq, String)>, StoreError> {
+        dispatch!(self, s => s.events(id, since).await)
+    }
+
+    /// The seq of the last committed event.
+    pub async fn last_seq(&self) -> Result<Seq, StoreError> {
+        dispatch!(self, s => s.last_seq().await)
+    }
+
+    /// Every schedule, oldest first.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+        dispatch!(self, s => s.schedules().await)
+    }
+
+    /// Every event with `after < seq <= upto`, in order, or an error if any
+    /// of them is gone (pruned): a partial replay would be a silent gap.
+    pub async fn replay(&self, after: Seq, upto: Seq) -> Result<Vec<Event>, String> {
+        let events = match &self.backend {
+            Backend::Redb(s) => s.replay(after, upto).await?,
+            Backend::Postgres(s) => s.replay(after, upto).await.map_err(|e| e.to_string())?,
+        };
+        if events.len() as u64 != upto - after {
+            return Err(format!("{} of {} events after seq {after} are no longer stored", events.len(), upto - after));
+        }
+        Ok(events)
+    }
+
+    /// The operations nobody runs any more, for recovery: in a private store
+    /// (`startup`), everything a previous process left unfinished; in a
+    /// shared one, the running operations whose lease expired, and at
+    /// `startup` also those that `node` (a previous process with this id)
+    /// still owns.
+    pub async fn orphans(&self, node: &str, startup: bool) -> Result<Vec<Operation>, StoreError> {
+        dispatch!(self, s => s.orphans(node, startup).await)
+    }
+
+    /// Renews `node`'s leases on its running operations for `lease`; returns
+    /// what it still holds and the cancels asked of it.
+    pub async fn renew(&self, node: &str, lease: Duration) -> Result<Renewal, StoreError> {
+        dispatch!(self, s => s.renew(node, lease).await)
+    }
+
+    /// How many operations are pending, store-wide.
+    pub async fn pending_count(&self) -> Result<usize, StoreError> {
+        dispatch!(self, s => s.pending_count().await)
+    }
+}
+
+impl crate::hub::History for Store {
+    fn replay(&self, after: Seq, upto: Seq) -> crate::hub::Replay<'_> {
+        Box::pin(Store::replay(self, after, upto))
     }
 }

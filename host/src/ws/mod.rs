@@ -40,8 +40,9 @@ pub const MAX_FRAME: usize = 1024 * 1024;
 pub const MAX_TOPICS: usize = 100;
 /// Bad messages tolerated per connection; the next one closes it (1008).
 pub const MAX_ERRORS: u32 = 20;
-/// Close code: the server is shutting down (RFC 6455 "going away").
-pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code: the server is shutting down or restarting (RFC 6455 "service
+/// restart"): reconnect, to another node of a cluster, and resume with `since`.
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 /// Close code: too many bad messages (RFC 6455 "policy violation").
 pub const CLOSE_POLICY: u16 = 1008;
 /// Close code: a frame over [`MAX_FRAME`] (RFC 6455 "message too big").
@@ -148,14 +149,14 @@ pub async fn serve(mut socket: WebSocket, cx: SocketContext, principal: Option<P
                 }
                 None => break match connection.closed_by_hub() {
                     Some(code) => (code, "too far behind; reconnect and resume with since"),
-                    None => (CLOSE_GOING_AWAY, "server shutting down"),
+                    None => (CLOSE_SERVICE_RESTART, "server shutting down; reconnect (to another node of a cluster) and resume with since"),
                 },
             },
             message = stream.next() => {
                 last_heard = Instant::now();
                 let reply = match message {
                     Some(Ok(Message::Text(text))) => match cx.access.take_ws_message(&principal) {
-                        Ok(()) => handle(&connection, &cx, &principal, &mut subscribed, &text),
+                        Ok(()) => handle(&connection, &cx, &principal, &mut subscribed, &text).await,
                         Err(wait) => Err(("rate_limited", format!(
                             "{} sends messages faster than its limit allows; this one was dropped, retry in {} ms",
                             principal.name,
@@ -199,7 +200,7 @@ pub async fn serve(mut socket: WebSocket, cx: SocketContext, principal: Option<P
                     break (CLOSE_LAGGING, "stalled");
                 }
             }
-            () = cx.shutdown.cancelled() => break (CLOSE_GOING_AWAY, "server shutting down"),
+            () = cx.shutdown.cancelled() => break (CLOSE_SERVICE_RESTART, "server shutting down; reconnect (to another node of a cluster) and resume with since"),
             () = sleep_until(expiry) => break (CLOSE_TOKEN_EXPIRED, "the token has expired; reconnect with a fresh one"),
         }
     };
@@ -226,7 +227,7 @@ type Reply = Result<Option<String>, (&'static str, String)>;
 
 /// Handles one client text message; returns a direct reply, if any.
 /// Snapshots and replays are not replies: they travel through the hub's queue.
-fn handle(
+async fn handle(
     connection: &Connection,
     cx: &SocketContext,
     principal: &Principal,
@@ -256,7 +257,7 @@ fn handle(
                     ),
                 ));
             }
-            let known = known_operations(&cx.store, &topics);
+            let known = known_operations(&cx.store, &topics).await;
             // An operation outside the scope is subscribed to like one that
             // does not exist: an empty snapshot, then nothing, ever.
             let hidden: Vec<_> = known.iter().filter(|op| !principal.sees(&op.target)).map(|op| op.id).collect();
@@ -265,7 +266,7 @@ fn handle(
             }
             let known: Vec<Operation> = known.into_iter().filter(|op| principal.sees(&op.target)).collect();
             subscribed.extend(topics.iter().cloned());
-            connection.subscribe(&topics, since, &known, &cx.store);
+            connection.subscribe(&topics, since, &known, &cx.store).await;
             Ok(None)
         }
         ClientMessage::Unsubscribe { topics } => {
@@ -291,12 +292,14 @@ fn parse_topics(names: &[String]) -> Result<Vec<Topic>, (&'static str, String)> 
 
 /// Operations named by `op:<id>` topics, read from the store, for snapshots
 /// of operations the hub no longer holds in memory.
-fn known_operations(store: &Store, topics: &[Topic]) -> Vec<Operation> {
-    topics
-        .iter()
-        .filter_map(|t| match t {
-            Topic::Op(id) => store.get(*id).ok().flatten(),
-            _ => None,
-        })
-        .collect()
+async fn known_operations(store: &Store, topics: &[Topic]) -> Vec<Operation> {
+    let mut known = Vec::new();
+    for topic in topics {
+        if let Topic::Op(id) = topic
+            && let Ok(Some(op)) = store.get(*id).await
+        {
+            known.push(op);
+        }
+    }
+    known
 }

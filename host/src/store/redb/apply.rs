@@ -5,27 +5,58 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use opal_migrations::schema::{ACTIVE, EVENT_ORDER, EVENTS, IDEMPOTENCY, OPERATIONS, SCHEDULES};
 use redb::{ReadableTable, WriteTransaction};
-use serde::Serialize;
 
-use super::StoreError;
-use super::writer::Change;
-use crate::model::{Event, EventKind, LogLevel, Operation, OperationId, Seq, Timestamp};
+use super::queue::Queue;
+use crate::model::{Event, EventKind, LogLevel, Operation, OperationId, Seq, Status, Timestamp};
+use crate::store::{Change, Expect, StoreError, frame};
 
 /// What applying one change did.
 pub(super) enum Applied {
-    /// It recorded this event.
-    Event(Event),
-    /// It wrote no event; the number is how many records it touched.
-    Done(usize),
+    /// It recorded these events (perhaps none), touched `count` records and
+    /// started the `claimed` operations.
+    Done { events: Vec<Event>, count: usize, claimed: Vec<Operation> },
     /// It was refused and wrote nothing.
     Refused(StoreError),
 }
 
-/// Applies `change`; `seq` is the number its event gets, if it records one.
-pub(super) fn apply(txn: &WriteTransaction, change: &Change, seq: Seq) -> Result<Applied, StoreError> {
+impl Applied {
+    fn event(event: Event) -> Applied {
+        Applied::Done { events: vec![event], count: 0, claimed: Vec::new() }
+    }
+
+    fn count(count: usize) -> Applied {
+        Applied::Done { events: Vec::new(), count, claimed: Vec::new() }
+    }
+}
+
+/// Applies `change`; `seq` is the number its first event gets, if it records
+/// any. `queue` follows what the change does to pending and running work.
+pub(super) fn apply(
+    txn: &WriteTransaction,
+    change: &Change,
+    seq: Seq,
+    queue: &mut Queue,
+) -> Result<Applied, StoreError> {
     match change {
-        Change::Admit { operation } => admit(txn, operation, seq),
-        Change::Operation { kind, operation, at } => {
+        Change::Admit { operation } => {
+            let applied = admit(txn, operation, seq)?;
+            if matches!(applied, Applied::Done { .. }) {
+                queue.push(operation.id, operation.op_type.clone());
+            }
+            Ok(applied)
+        }
+        Change::Operation { kind, operation, at, expect } => {
+            let stored = txn
+                .open_table(OPERATIONS)?
+                .get(operation.id.to_key())?
+                .map(|v| decode(operation.id.to_key(), v.value()))
+                .transpose()?;
+            let Some(stored) = stored else {
+                return Ok(Applied::Refused(StoreError::Fenced(operation.id, "it no longer exists".into())));
+            };
+            if let Err(why) = fence(&stored, operation, *kind, *expect) {
+                return Ok(Applied::Refused(StoreError::Fenced(operation.id, why)));
+            }
             let mut active = txn.open_table(ACTIVE)?;
             let slot = operation.slot();
             let index = (slot.as_str(), operation.target.as_str());
@@ -35,24 +66,80 @@ pub(super) fn apply(txn: &WriteTransaction, change: &Change, seq: Seq) -> Result
                 if active.get(index)?.map(|v| v.value()) == Some(key) {
                     active.remove(index)?;
                 }
+                queue.left(operation.id);
             } else if *kind == EventKind::Requeued {
                 active.insert(index, key)?;
+                queue.left(operation.id);
+                queue.push(operation.id, operation.op_type.clone());
             }
-            Ok(Applied::Event(record(txn, *kind, operation, *at, seq)?))
+            Ok(Applied::event(record(txn, *kind, operation, *at, seq)?))
         }
-        Change::Log { op_id, level, message, at } => Ok(Applied::Event(log(txn, *op_id, *level, message, *at, seq)?)),
-        Change::ReconcileActive => reconcile_active(txn).map(Applied::Done),
-        Change::Prune { before, max } => prune(txn, *before, *max).map(Applied::Done),
+        Change::Log { op_id, level, message, at, .. } => {
+            Ok(Applied::event(log(txn, *op_id, *level, message, *at, seq)?))
+        }
+        Change::Claim(claim) => {
+            let ids = queue.take(claim.max, &claim.types, &claim.limits);
+            let mut events = Vec::with_capacity(ids.len());
+            let mut claimed = Vec::with_capacity(ids.len());
+            for (i, id) in ids.into_iter().enumerate() {
+                let stored = txn
+                    .open_table(OPERATIONS)?
+                    .get(id.to_key())?
+                    .map(|v| decode(id.to_key(), v.value()))
+                    .transpose()?;
+                let Some(mut op) = stored else { continue };
+                op.status = Status::Running;
+                op.node = Some(claim.node.clone());
+                op.started_at = Some(Timestamp::now());
+                op.message = "starting".to_owned();
+                let op = Arc::new(op);
+                events.push(record(
+                    txn,
+                    EventKind::Started,
+                    &op,
+                    op.started_at.unwrap_or_else(Timestamp::now),
+                    seq + i as u64,
+                )?);
+                claimed.push(Operation::clone(&op));
+            }
+            Ok(Applied::Done { count: claimed.len(), events, claimed })
+        }
+        // Every running operation is this process's own: the engine cancels
+        // it directly.
+        Change::RequestCancel { .. } => Ok(Applied::count(0)),
+        // One process, one timer: every fire is this process's.
+        Change::ClaimFire { .. } => Ok(Applied::count(1)),
+        Change::ReconcileActive => reconcile_active(txn).map(Applied::count),
+        Change::Prune { before, max } => prune(txn, *before, *max).map(Applied::count),
         Change::PutSchedule(schedule) => {
             let json =
                 serde_json::to_vec(schedule.as_ref()).map_err(|e| StoreError::Corrupt(schedule.id.to_string(), e))?;
             txn.open_table(SCHEDULES)?.insert(schedule.id.to_key(), json.as_slice())?;
-            Ok(Applied::Done(1))
+            Ok(Applied::count(1))
         }
         Change::DeleteSchedule(id) => {
             let removed = txn.open_table(SCHEDULES)?.remove(id.to_key())?.is_some();
-            Ok(Applied::Done(usize::from(removed)))
+            Ok(Applied::count(usize::from(removed)))
         }
+    }
+}
+
+/// Whether `stored` is still what a change to `next` (by `kind`) expects.
+/// A re-queue carries the next attempt, so it expects the one before.
+fn fence(stored: &Operation, next: &Operation, kind: EventKind, expect: Expect) -> Result<(), String> {
+    let attempt = if kind == EventKind::Requeued { next.attempt.saturating_sub(1) } else { next.attempt };
+    if stored.attempt != attempt {
+        return Err(format!("attempt {} is current, not {attempt}", stored.attempt));
+    }
+    let ok = match expect {
+        Expect::Runner => stored.status == Status::Running && stored.node == next.node,
+        Expect::Pending => stored.status == Status::Pending,
+        Expect::Orphan => !stored.status.is_terminal(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("it is {} on {}", stored.status.as_str(), stored.node.as_deref().unwrap_or("no node")))
     }
 }
 
@@ -74,7 +161,7 @@ fn admit(txn: &WriteTransaction, operation: &Arc<Operation>, seq: Seq) -> Result
     if let Some(idempotency_key) = &operation.idempotency_key {
         idempotency.insert(idempotency_key.as_str(), key)?;
     }
-    Ok(Applied::Event(record(txn, EventKind::Created, operation, operation.created_at, seq)?))
+    Ok(Applied::event(record(txn, EventKind::Created, operation, operation.created_at, seq)?))
 }
 
 /// Writes the operation record and its event; returns the event.
@@ -90,23 +177,10 @@ fn record(
         serde_json::to_string(operation.as_ref()).map_err(|e| StoreError::Corrupt(operation.id.to_string(), e))?;
     let key = operation.id.to_key();
     txn.open_table(OPERATIONS)?.insert(key, op_json.as_bytes())?;
-    let frame =
-        format!(r#"{{"type":"event","seq":{seq},"event":"{}","at":"{at}","operation":{op_json}}}"#, kind.as_str());
+    let frame = frame::operation(seq, kind, at, &op_json);
     txn.open_table(EVENTS)?.insert((key, seq), frame.as_bytes())?;
     txn.open_table(EVENT_ORDER)?.insert(seq, key)?;
     Ok(Event { seq, kind, op_id: operation.id, operation: Some(operation.clone()), frame: Utf8Bytes::from(frame) })
-}
-
-#[derive(Serialize)]
-struct LogFrame<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    seq: Seq,
-    event: &'static str,
-    at: Timestamp,
-    operation_id: OperationId,
-    level: LogLevel,
-    message: &'a str,
 }
 
 fn log(
@@ -117,9 +191,7 @@ fn log(
     at: Timestamp,
     seq: Seq,
 ) -> Result<Event, StoreError> {
-    let frame =
-        LogFrame { kind: "event", seq, event: EventKind::Log.as_str(), at, operation_id: op_id, level, message };
-    let frame = serde_json::to_string(&frame).map_err(|e| StoreError::Corrupt(op_id.to_string(), e))?;
+    let frame = frame::log(seq, at, op_id, level, message);
     txn.open_table(EVENTS)?.insert((op_id.to_key(), seq), frame.as_bytes())?;
     txn.open_table(EVENT_ORDER)?.insert(seq, op_id.to_key())?;
     Ok(Event { seq, kind: EventKind::Log, op_id, operation: None, frame: Utf8Bytes::from(frame) })

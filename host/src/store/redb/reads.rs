@@ -3,34 +3,10 @@
 use opal_migrations::schema::{ACTIVE, EVENTS, LAST_SEQ_KEY, META, OPERATIONS, SCHEDULES};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use super::{Store, StoreError};
-use crate::model::{Operation, OperationId, Seq, Status};
+use super::RedbStore;
+use crate::model::{Operation, OperationId, Seq};
 use crate::schedule::{Schedule, ScheduleId};
-
-/// Which operations a listing returns. Empty fields match everything.
-#[derive(Debug, Clone, Default)]
-pub struct OperationFilter {
-    /// Any of these statuses.
-    pub statuses: Vec<Status>,
-    /// This type.
-    pub op_type: Option<String>,
-    /// This target.
-    pub target: Option<String>,
-    /// This creator (`api`, `user:<name>`, `schedule:<id>`).
-    pub created_by: Option<String>,
-    /// Only targets inside this scope (the caller's), if set.
-    pub scope: Option<crate::auth::Scope>,
-}
-
-impl OperationFilter {
-    fn matches(&self, op: &Operation) -> bool {
-        (self.statuses.is_empty() || self.statuses.contains(&op.status))
-            && self.op_type.as_ref().is_none_or(|t| *t == op.op_type)
-            && self.target.as_ref().is_none_or(|t| *t == op.target)
-            && self.created_by.as_ref().is_none_or(|c| *c == op.created_by)
-            && self.scope.as_ref().is_none_or(|s| s.allows(&op.target))
-    }
-}
+use crate::store::{OperationFilter, StoreError};
 
 pub(super) fn last_seq(db: &Database) -> Result<Seq, StoreError> {
     let txn = db.begin_read()?;
@@ -38,13 +14,29 @@ pub(super) fn last_seq(db: &Database) -> Result<Seq, StoreError> {
     Ok(meta.get(LAST_SEQ_KEY)?.map(|v| v.value()).unwrap_or(0))
 }
 
-fn decode(key: u128, bytes: &[u8]) -> Result<Operation, StoreError> {
+/// Every operation not in a terminal status, oldest first: a full scan,
+/// independent of the `active` index, for start-up recovery.
+pub(super) fn unfinished(db: &Database) -> Result<Vec<Operation>, StoreError> {
+    let txn = db.begin_read()?;
+    let table = txn.open_table(OPERATIONS)?;
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        let op = decode(k.value(), v.value())?;
+        if !op.status.is_terminal() {
+            out.push(op);
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn decode(key: u128, bytes: &[u8]) -> Result<Operation, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(OperationId::from_key(key).to_string(), e))
 }
 
-impl Store {
+impl RedbStore {
     /// The operation with `id`, if it exists.
-    pub fn get(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
+    pub(crate) async fn get(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(OPERATIONS)?;
         table.get(id.to_key())?.map(|v| decode(id.to_key(), v.value())).transpose()
@@ -53,7 +45,7 @@ impl Store {
     /// Up to `limit` operations matching `filter`, newest first, strictly
     /// older than `before`. Scans newest to oldest; retention keeps the table
     /// bounded.
-    pub fn list(
+    pub(crate) async fn list(
         &self,
         filter: &OperationFilter,
         limit: usize,
@@ -77,7 +69,7 @@ impl Store {
     }
 
     /// The operations holding a slot in the `active` index.
-    pub fn active(&self) -> Result<Vec<Operation>, StoreError> {
+    pub(crate) async fn active(&self) -> Result<Vec<Operation>, StoreError> {
         let txn = self.db.begin_read()?;
         let active = txn.open_table(ACTIVE)?;
         let ops = txn.open_table(OPERATIONS)?;
@@ -93,24 +85,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Every operation not in a terminal status, oldest first: a full scan,
-    /// independent of the `active` index, for start-up recovery.
-    pub fn unfinished(&self) -> Result<Vec<Operation>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(OPERATIONS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (k, v) = entry?;
-            let op = decode(k.value(), v.value())?;
-            if !op.status.is_terminal() {
-                out.push(op);
-            }
-        }
-        Ok(out)
-    }
-
     /// The event frames of operation `id` with a seq above `since`, in order.
-    pub fn events(&self, id: OperationId, since: Seq) -> Result<Vec<(Seq, String)>, StoreError> {
+    pub(crate) async fn events(&self, id: OperationId, since: Seq) -> Result<Vec<(Seq, String)>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let key = id.to_key();
@@ -124,12 +100,12 @@ impl Store {
     }
 
     /// The seq of the last committed event.
-    pub fn last_seq(&self) -> Result<Seq, StoreError> {
+    pub(crate) async fn last_seq(&self) -> Result<Seq, StoreError> {
         last_seq(&self.db)
     }
 
     /// Every schedule, oldest first.
-    pub fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
+    pub(crate) async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(SCHEDULES)?;
         let mut out = Vec::new();

@@ -6,90 +6,27 @@
 //! and only then publishes the batch's events, in seq order, and answers the
 //! callers. One fsync thus covers many transitions.
 //!
-//! A change can be refused on its own (an admission whose slot is taken)
-//! without failing the others in its batch: refusals are decided before
-//! anything is written for that change. A storage error fails the whole batch.
+//! A change can be refused on its own (an admission whose slot is taken, a
+//! fenced transition) without failing the others in its batch: refusals are
+//! decided before anything is written for that change. A storage error fails
+//! the whole batch.
 //!
 //! It is a thread, not a task, because a commit blocks on fsync for
 //! milliseconds; that must not stall a runtime worker on a 2-core machine.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redb::{Database, Durability};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::StoreError;
 use super::apply::{Applied, apply};
-use crate::model::{Event, LogLevel, Operation, OperationId, Seq, Timestamp};
-use crate::schedule::Schedule;
+use super::queue::Queue;
+use crate::model::{Event, Seq};
+use crate::store::{Change, Publish, Receipt, StoreError};
 
 /// The most changes one commit takes. Bounds a batch's latency and memory.
 const MAX_BATCH: usize = 1024;
-
-/// Where committed events go (the hub). Called on the writer thread, in seq
-/// order, after the commit; it must not block.
-pub trait Publish: Send + Sync + 'static {
-    /// Hands over one committed batch.
-    fn publish(&self, events: Vec<Event>);
-}
-
-/// One change to record.
-#[derive(Debug)]
-pub enum Change {
-    /// Records a new `pending` operation (event `operation.created`), if its
-    /// idempotency key is new and its slot on the target is free; otherwise
-    /// refused with [`StoreError::Replay`] or [`StoreError::SlotTaken`]. The
-    /// check and the insert are one step, so concurrent identical requests
-    /// admit exactly one operation.
-    Admit {
-        /// The pending operation.
-        operation: Arc<Operation>,
-    },
-    /// The operation's new state, and the event that says why it changed. A
-    /// terminal kind releases its slot; `Requeued` (re)claims it.
-    Operation {
-        /// What happened.
-        kind: crate::model::EventKind,
-        /// The operation after it happened (shared with the published event).
-        operation: Arc<Operation>,
-        /// When it happened.
-        at: Timestamp,
-    },
-    /// A line for an operation's log.
-    Log {
-        /// The operation.
-        op_id: OperationId,
-        /// Severity.
-        level: LogLevel,
-        /// The line.
-        message: String,
-        /// When it was written.
-        at: Timestamp,
-    },
-    /// Drops `active` entries whose holder is missing or already ended.
-    ReconcileActive,
-    /// Deletes up to `max` operations that ended before `before`, with their
-    /// events and idempotency keys.
-    Prune {
-        /// Cut-off.
-        before: Timestamp,
-        /// Most operations removed by one change.
-        max: usize,
-    },
-    /// Creates or replaces a schedule.
-    PutSchedule(Arc<Schedule>),
-    /// Deletes a schedule.
-    DeleteSchedule(crate::schedule::ScheduleId),
-}
-
-/// What a committed change produced.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Receipt {
-    /// The seq of its event, if it recorded one.
-    pub seq: Option<Seq>,
-    /// How many records it removed or repaired.
-    pub count: usize,
-}
 
 pub(super) struct Append {
     pub(super) change: Change,
@@ -101,7 +38,10 @@ pub(super) fn spawn(
     mut rx: mpsc::Receiver<Append>,
     mut last_seq: Seq,
     sink: Arc<dyn Publish>,
+    work: Arc<Notify>,
+    pending: Arc<AtomicUsize>,
 ) -> Result<std::thread::JoinHandle<()>, StoreError> {
+    let mut queue = Queue::load(&db)?;
     std::thread::Builder::new()
         .name("opal-store-writer".into())
         .spawn(move || {
@@ -114,12 +54,17 @@ pub(super) fn spawn(
                         Err(_) => break,
                     }
                 }
-                match write_batch(&db, &batch, last_seq) {
-                    Ok((outcomes, events)) => {
+                let before = queue.pending();
+                match write_batch(&db, &batch, last_seq, &mut queue) {
+                    Ok((outcomes, events, new_work)) => {
                         if let Some(last) = events.last() {
                             last_seq = last.seq;
                         }
                         sink.publish(events);
+                        pending.store(queue.pending(), Ordering::Relaxed);
+                        if new_work || queue.pending() > before {
+                            work.notify_one();
+                        }
                         for (append, outcome) in batch.drain(..).zip(outcomes) {
                             if let Some(ack) = append.ack {
                                 let _ = ack.send(outcome);
@@ -128,6 +73,11 @@ pub(super) fn spawn(
                     }
                     Err(e) => {
                         tracing::error!(error = %e, changes = batch.len(), "store commit failed; batch dropped");
+                        // The batch's queue moves were rolled back with it.
+                        match Queue::load(&db) {
+                            Ok(reloaded) => queue = reloaded,
+                            Err(e) => tracing::error!(error = %e, "cannot reload the pending queue"),
+                        }
                         let message = e.to_string();
                         for append in batch.drain(..) {
                             if let Some(ack) = append.ack {
@@ -143,23 +93,35 @@ pub(super) fn spawn(
 
 type Outcomes = Vec<Result<Receipt, StoreError>>;
 
-/// Applies `batch` in one durable transaction; returns each change's outcome
-/// and the events recorded, in seq order.
-fn write_batch(db: &Database, batch: &[Append], last_seq: Seq) -> Result<(Outcomes, Vec<Event>), StoreError> {
+/// Applies `batch` in one durable transaction; returns each change's
+/// outcome, the events recorded in seq order, and whether it re-queued work.
+fn write_batch(
+    db: &Database,
+    batch: &[Append],
+    last_seq: Seq,
+    queue: &mut Queue,
+) -> Result<(Outcomes, Vec<Event>, bool), StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
         .map_err(|e| StoreError::Storage(redb::Error::Corrupted(e.to_string())))?;
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut events = Vec::with_capacity(batch.len());
     let mut seq = last_seq;
+    let mut new_work = false;
     for append in batch {
-        match apply(&txn, &append.change, seq + 1)? {
-            Applied::Event(event) => {
-                seq = event.seq;
-                outcomes.push(Ok(Receipt { seq: Some(seq), count: 0 }));
-                events.push(event);
+        match apply(&txn, &append.change, seq + 1, queue)? {
+            Applied::Done { events: recorded, count, claimed } => {
+                let mut receipt = Receipt { count, ..Receipt::default() };
+                if let Some(last) = recorded.last() {
+                    seq = last.seq;
+                    receipt.seq = Some(seq);
+                }
+                new_work |= recorded.iter().any(|e| e.kind == crate::model::EventKind::Requeued);
+                receipt.claimed = claimed;
+                receipt.pending = queue.pending();
+                outcomes.push(Ok(receipt));
+                events.extend(recorded);
             }
-            Applied::Done(count) => outcomes.push(Ok(Receipt { seq: None, count })),
             Applied::Refused(refusal) => outcomes.push(Err(refusal)),
         }
     }
@@ -167,5 +129,5 @@ fn write_batch(db: &Database, batch: &[Append], last_seq: Seq) -> Result<(Outcom
         txn.open_table(opal_migrations::schema::META)?.insert(opal_migrations::schema::LAST_SEQ_KEY, seq)?;
     }
     txn.commit()?;
-    Ok((outcomes, events))
+    Ok((outcomes, events, new_work))
 }

@@ -1,0 +1,125 @@
+//! The embedded backend: one redb file, one process.
+//!
+//! Owns the redb [`Database`]. Reads go straight to redb (MVCC: they never
+//! wait for the writer). Every write goes through the single writer thread in
+//! [`writer`], which group-commits batches and only then hands the committed
+//! events to the [`Publish`] sink (the hub). The writer also keeps the queue
+//! of pending operations in memory ([`queue`]): this process is the only one
+//! that admits and claims, so the file needs no index of them.
+
+mod apply;
+mod history;
+mod queue;
+mod reads;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use redb::Database;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{Change, Publish, Receipt, Renewal, StoreError};
+use crate::model::Operation;
+
+/// How many changes may wait for the writer. Senders wait (async) when it is
+/// full, which slows producers down instead of growing memory.
+const QUEUE_CAPACITY: usize = 8192;
+
+/// The redb store.
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+    writer: mpsc::Sender<writer::Append>,
+    history: u64,
+    path: PathBuf,
+    /// Woken by the writer when it admits or re-queues an operation.
+    work: Arc<Notify>,
+    /// Pending operations, as the writer last counted them.
+    pending: Arc<AtomicUsize>,
+    /// What the previous process left unfinished, found at open and handed
+    /// to recovery once.
+    left: Arc<Mutex<Option<Vec<Operation>>>>,
+}
+
+/// The running writer thread; join it after every handle is dropped.
+pub struct WriterThread(std::thread::JoinHandle<()>);
+
+impl WriterThread {
+    /// Waits for the writer to drain its queue and stop.
+    pub fn join(self) {
+        let _ = self.0.join();
+    }
+}
+
+impl RedbStore {
+    /// Opens (or creates) `<dir>/opal.redb`, applies pending migrations and
+    /// starts the writer, which publishes committed events to `sink`.
+    pub(super) fn open(dir: &Path, sink: Arc<dyn Publish>) -> Result<(RedbStore, WriterThread), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
+        let path = dir.join("opal.redb");
+        let db = Database::create(&path).map_err(|e| StoreError::Open(path.display().to_string(), e))?;
+        let report = opal_migrations::migrate(&db)?;
+        if report.from != report.to {
+            tracing::info!(from = report.from, to = report.to, "migrated data file");
+        }
+        let db = Arc::new(db);
+        let last_seq = reads::last_seq(&db)?;
+        let left = reads::unfinished(&db)?;
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let work = Arc::new(Notify::new());
+        let pending = Arc::new(AtomicUsize::new(0));
+        let thread = writer::spawn(db.clone(), rx, last_seq, sink, work.clone(), pending.clone())?;
+        let store = RedbStore {
+            db,
+            writer: tx,
+            history: report.history,
+            path,
+            work,
+            pending,
+            left: Arc::new(Mutex::new(Some(left))),
+        };
+        Ok((store, WriterThread(thread)))
+    }
+
+    pub(super) fn history(&self) -> u64 {
+        self.history
+    }
+
+    pub(super) fn work(&self) -> Arc<Notify> {
+        self.work.clone()
+    }
+
+    pub(super) fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub(super) async fn commit(&self, change: Change) -> Result<Receipt, StoreError> {
+        let (ack, done) = oneshot::channel();
+        self.writer.send(writer::Append { change, ack: Some(ack) }).await.map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    pub(super) async fn enqueue(&self, change: Change) -> Result<(), StoreError> {
+        self.writer.send(writer::Append { change, ack: None }).await.map_err(|_| StoreError::Closed)
+    }
+
+    /// At start-up, everything the previous process left unfinished; later,
+    /// nothing: no other process shares the file, so nothing is orphaned
+    /// while this one runs.
+    pub(super) async fn orphans(&self, _node: &str, startup: bool) -> Result<Vec<Operation>, StoreError> {
+        let left = if startup { self.left.lock().expect("orphans poisoned").take() } else { None };
+        Ok(left.unwrap_or_default())
+    }
+
+    /// Nothing to renew: this process is the only owner there is.
+    pub(super) async fn renew(&self, _node: &str, _lease: Duration) -> Result<Renewal, StoreError> {
+        Ok(Renewal::default())
+    }
+
+    pub(super) async fn pending_count(&self) -> Result<usize, StoreError> {
+        Ok(self.pending.load(Ordering::Relaxed))
+    }
+}

@@ -1,0 +1,92 @@
+//! The writer's view of which operations are pending and running.
+//!
+//! Kept in memory by the writer thread alone (no lock): it is the only
+//! writer of the file, so it sees every admission, claim and ending. After a
+//! failed commit it is rebuilt from the file ([`Queue::load`]), since the
+//! batch it had already applied here was rolled back there.
+
+use std::collections::{BTreeMap, HashMap};
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use super::super::StoreError;
+use crate::model::{OperationId, Status};
+use opal_migrations::schema::OPERATIONS;
+
+#[derive(Default)]
+pub(super) struct Queue {
+    /// Pending operations by id (creation order), with their types.
+    pending: BTreeMap<OperationId, String>,
+    /// Running operations with their types.
+    running: HashMap<OperationId, String>,
+    running_by_type: HashMap<String, usize>,
+}
+
+impl Queue {
+    /// The queue as the file has it.
+    pub(super) fn load(db: &Database) -> Result<Queue, StoreError> {
+        let txn = db.begin_read()?;
+        let table = txn.open_table(OPERATIONS)?;
+        let mut queue = Queue::default();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let op = super::reads::decode(k.value(), v.value())?;
+            match op.status {
+                Status::Pending => queue.push(op.id, op.op_type),
+                Status::Running => queue.start(op.id, op.op_type),
+                _ => {}
+            }
+        }
+        Ok(queue)
+    }
+
+    pub(super) fn push(&mut self, id: OperationId, op_type: String) {
+        self.pending.insert(id, op_type);
+    }
+
+    fn start(&mut self, id: OperationId, op_type: String) {
+        *self.running_by_type.entry(op_type.clone()).or_default() += 1;
+        self.running.insert(id, op_type);
+    }
+
+    /// The operation left `pending` or `running` (it ended, or was re-queued).
+    pub(super) fn left(&mut self, id: OperationId) {
+        self.pending.remove(&id);
+        if let Some(op_type) = self.running.remove(&id)
+            && let Some(count) = self.running_by_type.get_mut(&op_type)
+        {
+            *count -= 1;
+        }
+    }
+
+    /// Takes up to `max` pending operations of `types`, oldest first, that
+    /// their type's limit in `limits` leaves room for, and counts them as
+    /// running. One blocked by its type's limit does not hold up others.
+    pub(super) fn take(&mut self, max: usize, types: &[String], limits: &[(String, usize)]) -> Vec<OperationId> {
+        let mut taken = Vec::new();
+        let mut running = self.running_by_type.clone();
+        for (id, op_type) in &self.pending {
+            if taken.len() >= max {
+                break;
+            }
+            if !types.iter().any(|t| t == op_type) {
+                continue;
+            }
+            let busy = running.entry(op_type.clone()).or_default();
+            if limits.iter().any(|(t, limit)| t == op_type && *busy >= *limit) {
+                continue;
+            }
+            *busy += 1;
+            taken.push((*id, op_type.clone()));
+        }
+        for (id, op_type) in &taken {
+            self.pending.remove(id);
+            self.start(*id, op_type.clone());
+        }
+        taken.into_iter().map(|(id, _)| id).collect()
+    }
+
+    pub(super) fn pending(&self) -> usize {
+        self.pending.len()
+    }
+}
