@@ -724,3 +724,35 @@ async fn a_terminated_node_hands_its_operations_back_at_once_and_closes_sockets_
         assert_eq!(op(&y, id).await["node"], "y");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_migrated_by_a_newer_opal_is_refused_and_left_alone() {
+    let Some(db) = TestDatabase::create().await else { return };
+    // A node migrates the fresh database, and stops.
+    let mut first = Node::start(&db, "old", NodeOptions::default()).await;
+    first.kill().await;
+    let client = db.client().await;
+    client.batch_execute("INSERT INTO opal_schema (version, name) VALUES (999, 'from the future')").await.unwrap();
+    let tables = |client: tokio_postgres::Client| async move {
+        let rows = client
+            .query("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'opal%'", &[])
+            .await
+            .unwrap();
+        rows[0].get::<_, i64>(0)
+    };
+    let before = tables(db.client().await).await;
+
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(opal_tests::cluster::opal_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--node-id", "new", "--store", db.url(), "--data"])
+        .arg(data.path())
+        .output()
+        .expect("opal runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a newer database must be refused: {stderr}");
+    assert!(stderr.contains("schema version 999") && stderr.contains("newer than this Opal"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "a clear error, not a panic: {stderr}");
+    assert_eq!(tables(db.client().await).await, before, "nothing was created or dropped");
+    let version: i32 = client.query_one("SELECT max(version) FROM opal_schema", &[]).await.unwrap().get(0);
+    assert_eq!(version, 999, "the database is left as it was");
+}

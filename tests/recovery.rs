@@ -11,6 +11,11 @@ const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/schema-v1.r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_v1_file_is_migrated_and_its_interrupted_operation_failed() {
+    if opal_tests::cluster::postgres_under_test() {
+        // The fixture is a redb file; the PostgreSQL migrations have their own checks.
+        eprintln!("NOTICE: the schema-v1 redb fixture applies to the redb store only; not run on PostgreSQL");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(FIXTURE, dir.path().join("opal.redb")).unwrap();
     let server = TestServer::start(dir.path()).await;

@@ -21,6 +21,11 @@
 //! with `npm ci --prefix host/benches/socketio`), for the comparison of events
 //! per CPU-second. The clients speak just enough of the socket.io protocol.
 //!
+//! `--store postgres://… --nodes 3` runs three Opal nodes of a cluster on
+//! that (existing, empty or reused) database instead of one on redb: the
+//! clients and the starts are spread over the nodes round robin, every client
+//! must still see every operation end, and CPU is summed over the nodes.
+//!
 //! Everything runs on loopback, bounded in count and time.
 
 use std::collections::HashMap;
@@ -100,6 +105,11 @@ struct Args {
     /// The `opal` binary to run (default: the one this benchmark was built
     /// with), to compare two builds in one sitting.
     opal: String,
+    /// `--store URL`: run the Opal nodes on this PostgreSQL database.
+    store: Option<String>,
+    /// `--nodes N`: how many Opal nodes (all on `--store`); clients and
+    /// starts are spread over them round robin.
+    nodes: usize,
 }
 
 fn args() -> Args {
@@ -113,6 +123,8 @@ fn args() -> Args {
         socketio: false,
         timeline: false,
         opal: env!("CARGO_BIN_EXE_opal").to_owned(),
+        store: None,
+        nodes: 1,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -133,6 +145,8 @@ fn args() -> Args {
                 };
             }
             "--opal" => a.opal = argv.get(i + 1).expect("a path after --opal").clone(),
+            "--store" => a.store = Some(argv.get(i + 1).expect("a postgres:// URL after --store").clone()),
+            "--nodes" => a.nodes = value().max(1),
             "--timeline" => {
                 a.timeline = true;
                 i += 1;
@@ -143,7 +157,7 @@ fn args() -> Args {
                 continue;
             }
             other => panic!(
-                "unknown flag {other}; flags: --server --clients --operations --steps --step-ms --window-ms --idle --timeline --opal"
+                "unknown flag {other}; flags: --server --clients --operations --steps --step-ms --window-ms --idle --timeline --opal --store --nodes"
             ),
         }
         i += 2;
@@ -158,7 +172,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(a: &Args) -> Server {
+    fn start(a: &Args, index: usize) -> Server {
         let data = tempfile::tempdir().unwrap();
         let mut command = if a.socketio {
             let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/socketio");
@@ -176,6 +190,9 @@ impl Server {
                 .args(["--progress-window-ms", &a.window_ms.max(1).to_string()])
                 .args(["--max-concurrent", &a.operations.max(1).to_string()])
                 .env("RUST_LOG", "warn");
+            if let Some(url) = &a.store {
+                opal.args(["--store", url, "--node-id", &format!("fanout-{index}")]);
+            }
             opal
         };
         let mut child = command.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("opal starts");
@@ -285,12 +302,18 @@ fn latency_timeline(by_commit: Vec<(SystemTime, f64)>) {
 async fn main() {
     let a = args();
     raise_fd_limit((a.clients + a.idle + 1024) as u64);
-    let server = Server::start(&a);
-    let url = if a.socketio {
-        format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr)
-    } else {
-        format!("ws://{}/api/v1/ws?batch=true", server.addr)
+    assert!(a.nodes == 1 || a.store.is_some(), "--nodes above 1 needs --store postgres://…");
+    let servers: Vec<Server> = (0..a.nodes).map(|i| Server::start(&a, i)).collect();
+    let server = &servers[0];
+    let url_of = |server: &Server| {
+        if a.socketio {
+            format!("ws://{}/socket.io/?EIO=4&transport=websocket", server.addr)
+        } else {
+            format!("ws://{}/api/v1/ws?batch=true", server.addr)
+        }
     };
+    let url = url_of(server);
+    let urls: Vec<String> = servers.iter().map(url_of).collect();
     eprintln!(
         "fanout: {} clients, {} operations x {} steps every {} ms, progress window {} ms, server {}",
         a.clients, a.operations, a.steps, a.step_ms, a.window_ms, server.addr
@@ -302,8 +325,9 @@ async fn main() {
     let event_bytes = Arc::new(AtomicU64::new(0));
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(a.clients);
     let mut clients = Vec::new();
-    for _ in 0..a.clients {
-        let (url, delivered, ready, expected) = (url.clone(), delivered.clone(), ready_tx.clone(), a.operations);
+    for i in 0..a.clients {
+        let url = urls[i % urls.len()].clone();
+        let (delivered, ready, expected) = (delivered.clone(), ready_tx.clone(), a.operations);
         let (frames_received, event_bytes) = (frames_received.clone(), event_bytes.clone());
         let socketio = a.socketio;
         clients.push(tokio::spawn(async move {
@@ -366,13 +390,14 @@ async fn main() {
     }
 
     // Start the operations.
-    let cpu_before = server.cpu_seconds();
+    let cpu_of = |servers: &[Server]| servers.iter().map(Server::cpu_seconds).sum::<f64>();
+    let cpu_before = cpu_of(&servers);
     let clients_cpu_before = process_cpu_seconds("self");
     let started = Instant::now();
     let http = reqwest::Client::new();
     let posts = futures_util::future::join_all((0..a.operations).map(|i| {
         let http = http.clone();
-        let url = format!("http://{}/api/v1/operations", server.addr);
+        let url = format!("http://{}/api/v1/operations", servers[i % servers.len()].addr);
         let body =
             json!({"type": "demo", "target": format!("bench-{i}"), "params": {"steps": a.steps, "step_ms": a.step_ms}});
         async move {
@@ -403,12 +428,12 @@ async fn main() {
         }
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let cpu = server.cpu_seconds() - cpu_before;
+    let cpu = cpu_of(&servers) - cpu_before;
     let clients_cpu = process_cpu_seconds("self") - clients_cpu_before;
     drop(open);
     let events = delivered.load(Ordering::Relaxed);
     latencies.sort_by(|x, y| x.partial_cmp(y).unwrap());
-    let (_, peak_kib) = server.rss_kib();
+    let peak_kib = servers.iter().map(|s| s.rss_kib().1).max().unwrap_or(0);
     let run_ms = if a.socketio { Vec::new() } else { run_times(&server.addr, posts.iter().flatten()).await };
 
     // Idle connections: the server's RSS growth per socket that only said hello.
@@ -438,6 +463,7 @@ async fn main() {
 
     let report = json!({
         "server": if a.socketio { "socketio" } else { "opal" },
+        "nodes": a.nodes, "store": if a.store.is_some() { "postgres" } else { "redb" },
         "clients": a.clients, "operations": a.operations, "steps": a.steps, "step_ms": a.step_ms,
         "progress_window_ms": a.window_ms,
         "lost_terminal_events": lost,

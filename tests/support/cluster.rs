@@ -32,6 +32,66 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Which store a test binary's [`TestServer`]s use: PostgreSQL when the
+/// test target's name ends in `_postgres` (tests/Cargo.toml builds the
+/// lifecycle, hub and auth suites a second time that way) or when
+/// `OPAL_TEST_STORE=postgres`; otherwise redb.
+pub fn postgres_under_test() -> bool {
+    if std::env::var("OPAL_TEST_STORE").is_ok_and(|v| v == "postgres") {
+        return true;
+    }
+    let exe = std::env::current_exe().ok();
+    let stem = exe.as_ref().and_then(|e| e.file_stem()).and_then(|s| s.to_str()).unwrap_or_default();
+    // Test binaries are named `<target>-<hash>`.
+    stem.rsplit_once('-').is_some_and(|(target, _)| target.ends_with("_postgres"))
+}
+
+/// When [`postgres_under_test`], the URL of the database behind the server
+/// whose data directory is `data_dir`: one database per directory, so a
+/// server restarted on the same directory finds its records again. The
+/// databases live as long as the test process (a server may be restarted on
+/// them at any point); the next run drops those of processes that are gone.
+/// `None` on redb, and when PostgreSQL cannot be reached outside CI (after
+/// a notice: the test then runs on redb).
+pub async fn store_for(data_dir: &Path) -> Option<String> {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static DATABASES: Mutex<Option<HashMap<PathBuf, TestDatabase>>> = Mutex::new(None);
+    if !postgres_under_test() {
+        return None;
+    }
+    let known = |dir: &Path| {
+        let databases = DATABASES.lock().unwrap();
+        databases.as_ref().and_then(|d| d.get(dir)).map(|db| db.url().to_owned())
+    };
+    if let Some(url) = known(data_dir) {
+        return Some(url);
+    }
+    let db = TestDatabase::create().await?;
+    let url = db.url().to_owned();
+    // Kept (never dropped in this process); see above.
+    DATABASES.lock().unwrap().get_or_insert_with(HashMap::new).insert(data_dir.to_owned(), db);
+    Some(url)
+}
+
+/// Drops the test databases of test processes that are gone (a run that
+/// crashed, or the `_postgres` suites' databases, kept until their process
+/// ended).
+async fn sweep_stale(admin: &tokio_postgres::Client) {
+    let Ok(rows) = admin.query("SELECT datname FROM pg_database WHERE datname LIKE 'opal\\_test\\_%'", &[]).await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid =
+            name.strip_prefix("opal_test_").and_then(|rest| rest.split('_').next()).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await;
+        }
+    }
+}
+
 /// A database of its own for one test, dropped (with its connections) when
 /// this value is.
 pub struct TestDatabase {
@@ -100,6 +160,10 @@ impl TestDatabase {
                 return None;
             }
         };
+        static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        if !SWEPT.swap(true, Ordering::SeqCst) {
+            sweep_stale(&admin).await;
+        }
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let name = format!("opal_test_{}_{}_{nanos}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
         admin

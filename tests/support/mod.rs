@@ -103,6 +103,11 @@ impl TestServer {
             ..ServerConfig::default()
         };
         tweak(&mut config);
+        if config.store_url.is_none()
+            && let Some(url) = cluster::store_for(&config.data_dir).await
+        {
+            config.store_url = Some(url);
+        }
         let data_dir = config.data_dir.clone();
         let server = opal_host::start(config).await.expect("server starts");
         TestServer {

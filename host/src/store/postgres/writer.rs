@@ -131,19 +131,43 @@ async fn write_batch(pool: &Pool, batch: &[Append], node: &str) -> Result<Writte
     let mut outcomes = Vec::with_capacity(batch.len());
     // For each outcome, how many events had been recorded once it was applied.
     let mut ends = Vec::with_capacity(batch.len());
-    for append in batch {
-        let before = events.len();
-        let outcome = apply::apply(&txn, &append.change, &mut events, node).await?;
-        ends.push((before, events.len()));
-        outcomes.push(outcome);
+    // The changes go out pipelined: each one's statements are sent without
+    // waiting for the others' answers, in batch order, so the database does
+    // them in that order. A claim is a barrier: it must see every change
+    // before it done, and nothing after it may run between its read and its
+    // update.
+    let mut start = 0;
+    while start < batch.len() {
+        let is_claim = |a: &Append| matches!(a.change, Change::Claim(_));
+        let end = if is_claim(&batch[start]) {
+            start + 1
+        } else {
+            batch[start..].iter().position(is_claim).map_or(batch.len(), |p| start + p)
+        };
+        let applied =
+            futures_util::future::join_all(batch[start..end].iter().map(|a| apply::apply_alone(&txn, &a.change, node)))
+                .await;
+        for result in applied {
+            let (outcome, recorded) = result?;
+            ends.push((events.len(), events.len() + recorded.len()));
+            events.extend(recorded);
+            outcomes.push(outcome);
+        }
+        start = end;
     }
     let mut new_work = false;
     let mut committed = Vec::new();
     if !events.is_empty() {
         let n = events.len() as i64;
+        // The counter row, taken last: held from here to the commit. The
+        // notification goes out with the commit.
         let last: i64 = txn
             .query_one(
-                &txn.prepare_cached("UPDATE opal_meta SET last_seq = last_seq + $1 RETURNING last_seq").await?,
+                &txn.prepare_cached(
+                    "WITH counter AS (UPDATE opal_meta SET last_seq = last_seq + $1 RETURNING last_seq)
+                     SELECT last_seq, pg_notify('opal_events', last_seq::text) FROM counter",
+                )
+                .await?,
                 &[&n],
             )
             .await?
@@ -167,7 +191,6 @@ async fn write_batch(pool: &Pool, batch: &[Append], node: &str) -> Result<Writte
             &[&seqs, &ops, &frames],
         )
         .await?;
-        txn.execute(&txn.prepare_cached("SELECT pg_notify('opal_events', $1)").await?, &[&last.to_string()]).await?;
         committed = events
             .into_iter()
             .zip(seqs.iter().zip(frames))
