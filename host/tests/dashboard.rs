@@ -21,6 +21,31 @@ const BUDGET: Duration = Duration::from_secs(600);
 
 #[test]
 fn dashboard_in_chromium() {
+    run_suite(&[]);
+}
+
+/// The live scenarios again (updates in two tabs, kill -9 and restart, a
+/// server that lost its history) with every server on a PostgreSQL database
+/// of its own (`OPAL_TEST_DATABASE_URL`, as the cluster tests use).
+#[test]
+fn dashboard_on_postgres_in_chromium() {
+    let admin = std::env::var("OPAL_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let reachable = Command::new("psql").args([admin.as_str(), "-qAtc", "SELECT 1"]).output();
+    if !reachable.as_ref().is_ok_and(|out| out.status.success()) {
+        let why = format!("PostgreSQL at {admin} cannot be reached with psql: {reachable:?}");
+        assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "{why}; CI=true, so this run must not be skipped");
+        eprintln!("NOTICE: skipping the dashboard's PostgreSQL run: {why}");
+        return;
+    }
+    run_suite(&[("OPAL_DASHBOARD_STORE", admin.as_str()), ("OPAL_DASHBOARD_FILES", "live")]);
+}
+
+/// Runs the Playwright suite in Chromium, with `env` added. One run at a
+/// time: they share `node_modules` and the machine's two cores.
+fn run_suite(env: &[(&str, &str)]) {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let chromium = std::env::var("OPAL_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
     assert!(
         Path::new(&chromium).exists(),
@@ -53,6 +78,7 @@ fn dashboard_in_chromium() {
         .env("OPAL_SCREENSHOTS", &screenshots)
         .env("OPAL_TMP", tmp.path())
         .env("OPAL_CACHE", Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"))
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so a timeout can take down node, Chromium and

@@ -2,8 +2,12 @@
 // 127.0.0.1 with a temp data dir (killable and restartable on the same port
 // and data), headless Chromium through playwright-core, plain HTTP calls,
 // and bounded waits that fail with a message instead of hanging.
+//
+// With OPAL_DASHBOARD_STORE set to a PostgreSQL admin URL (host/tests/
+// dashboard.rs sets it for its PostgreSQL run), every server runs on a fresh
+// database of its own (`--store`), with a node id kept across its restarts.
 
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, existsSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -36,9 +40,28 @@ if (!existsSync(CHROMIUM)) {
   throw new Error(`Chromium is missing at ${CHROMIUM}: install it with \`apt-get install -y chromium\``);
 }
 
+const STORE_ADMIN = process.env.OPAL_DASHBOARD_STORE || null;
+let databases = 0;
+
+/** Runs one SQL statement as the admin of OPAL_DASHBOARD_STORE. */
+function psql(sql) {
+  const run = spawnSync("psql", [STORE_ADMIN, "-qAtc", sql], { encoding: "utf8" });
+  if (run.status !== 0) throw new Error(`psql ${sql}: ${run.stderr || run.error}`);
+}
+
+/** The admin URL with its database replaced by `name`. */
+function databaseUrl(name) {
+  const url = new URL(STORE_ADMIN);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
 const servers = new Set();
 process.on("exit", () => {
-  for (const server of servers) server.child?.kill("SIGKILL");
+  for (const server of servers) {
+    server.child?.kill("SIGKILL");
+    if (server.database) spawnSync("psql", [STORE_ADMIN, "-qAtc", `DROP DATABASE IF EXISTS "${server.database}" WITH (FORCE)`]);
+  }
 });
 
 /** A running `opal serve`. `kill()` is SIGKILL; `restart()` comes back on the same port and data. */
@@ -63,6 +86,14 @@ export class Server {
     this.addr = null;
     this.log = [];
     this.config = null;
+    this.database = null;
+    if (STORE_ADMIN) {
+      // Named like the Rust tests' databases, so a crashed run's are swept too.
+      databases += 1;
+      this.database = `opal_test_${process.pid}_dash${databases}`;
+      this.nodeId = `dash-${databases}`;
+      psql(`CREATE DATABASE "${this.database}"`);
+    }
   }
 
   get url() {
@@ -73,7 +104,8 @@ export class Server {
     // One compiled-plugin cache for every server of the suite (OPAL_CACHE).
     const cache = process.env.OPAL_CACHE ? ["--cache", process.env.OPAL_CACHE] : [];
     const config = this.config ? ["--config", this.config] : [];
-    const child = spawn(OPAL_BIN, ["serve", "--listen", listen, "--data", this.data, ...config, ...cache], {
+    const store = this.database ? ["--store", databaseUrl(this.database), "--node-id", this.nodeId] : [];
+    const child = spawn(OPAL_BIN, ["serve", "--listen", listen, "--data", this.data, ...config, ...cache, ...store], {
       stdio: ["ignore", "pipe", "pipe"],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn" },
     });
@@ -112,6 +144,10 @@ export class Server {
   async restartEmpty() {
     rmSync(this.data, { recursive: true, force: true });
     mkdirSync(this.data, { recursive: true });
+    if (this.database) {
+      psql(`DROP DATABASE IF EXISTS "${this.database}" WITH (FORCE)`);
+      psql(`CREATE DATABASE "${this.database}"`);
+    }
     await this.launch(this.addr);
   }
 
@@ -119,6 +155,7 @@ export class Server {
     if (this.child) await this.kill();
     servers.delete(this);
     rmSync(this.root, { recursive: true, force: true });
+    if (this.database) psql(`DROP DATABASE IF EXISTS "${this.database}" WITH (FORCE)`);
   }
 
   async call(method, path, body) {

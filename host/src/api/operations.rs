@@ -40,6 +40,8 @@ const MAX_LIMIT: usize = 500;
         (status = 429, description = "Over the caller's start rate", body = Problem<'static>, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds until a start may succeed"))),
         (status = 502, description = "The plugin failed while validating", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 503, description = "The store cannot take writes now (a cluster's database is unreachable or restarting)", body = Problem<'static>, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until a retry may succeed"))),
     ))]
 /// `POST /api/v1/operations`: 202 with the pending operation and its
 /// `Location`; 200 with the original operation for a repeated idempotency key.
