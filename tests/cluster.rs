@@ -756,3 +756,36 @@ async fn a_database_migrated_by_a_newer_opal_is_refused_and_left_alone() {
     let version: i32 = client.query_one("SELECT max(version) FROM opal_schema", &[]).await.unwrap().get(0);
     assert_eq!(version, 999, "the database is left as it was");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_on_one_node_reaches_the_runner_on_another_within_a_renewal() {
+    let Some(db) = TestDatabase::create().await else { return };
+    // A 3 s lease: renewals, which carry the cancel to the owner, every second.
+    let cluster = JournalCluster::new(Some("3s"));
+    let x = Node::start(&db, "x", cluster.options.clone()).await;
+    let id = start(&x, &journal_op("far", 600, 100)).await;
+    let ids = [id.clone()];
+    wait_running_on(&x, &ids, "x", &cluster).await;
+    let y = Node::start(&db, "y", cluster.options.clone()).await;
+    assert_still_on(&y, &ids, "x").await;
+
+    let asked = Instant::now();
+    let reply = y.post(&format!("/api/v1/operations/{id}/cancel"), &json!({})).await;
+    assert_eq!(reply.status, 202, "a cancel on a node that does not run it is accepted: {reply:?}");
+    let (x_ref, id_ref) = (&x, id.as_str());
+    let ended = eventually(Duration::from_secs(10), "the cancel reaches the runner on x", || async move {
+        let op = op(x_ref, id_ref).await;
+        if is_terminal(&op) { Ok(op) } else { Err(op.to_string()) }
+    })
+    .await;
+    let took = asked.elapsed();
+    assert_eq!(ended["status"], "cancelled", "{ended}");
+    assert_eq!(ended["node"], "x", "the owner ended it: {ended}");
+    assert!(
+        ended["message"].as_str().is_some_and(|m| m.contains("cancelled by") && !m.contains("by force")),
+        "the plugin saw cancelled() and stopped by itself: {ended}"
+    );
+    // One renewal (a third of the lease), plus the plugin's own 100 ms step
+    // and scheduling slack; the 5 s grace never came into it.
+    assert!(took < Duration::from_millis(2500), "the cancel took {took:?} to reach the runner");
+}

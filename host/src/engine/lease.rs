@@ -64,6 +64,10 @@ async fn lease_loop(inner: Arc<Inner>) {
             Err(e) => tracing::warn!(error = %e, "cannot renew leases; retrying"),
         }
         reap(&inner).await;
+        // The status's queue length, store-wide (claims count it too).
+        if let Ok(pending) = inner.store.pending_count().await {
+            inner.lock_queue().set_pending(pending);
+        }
     }
 }
 

@@ -309,7 +309,8 @@ impl Engine {
 
     /// Pending (queued, store-wide) and running (on this node) counts.
     pub fn counts(&self) -> (usize, usize) {
-        self.inner.lock_queue().counts()
+        let (pending, running) = self.inner.lock_queue().counts();
+        (self.inner.store.pending_now().unwrap_or(pending), running)
     }
 
     /// The operator's policy for `op_type`.

@@ -8,15 +8,22 @@ use ulid::Ulid;
 
 use super::Timestamp;
 
-/// An operation's id: a ULID, so ids sort by creation time.
+/// An operation's id: a ULID, so ids sort by creation time. Ids made in one
+/// process are strictly increasing, even within a millisecond: the store
+/// starts pending operations in id order, so that order is FIFO.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct OperationId(Ulid);
 
 impl OperationId {
-    /// A fresh id for an operation created now.
+    /// A fresh id for an operation created now, above every id this
+    /// process made before.
     pub fn new() -> Self {
-        OperationId(Ulid::new())
+        static IDS: std::sync::Mutex<ulid::Generator> = std::sync::Mutex::new(ulid::Generator::new());
+        let mut ids = IDS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The generator only fails past 2^80 ids in one millisecond.
+        let id = ids.generate().unwrap_or_else(|_| Ulid::new());
+        OperationId(id)
     }
 
     /// The id as the `u128` key the store uses.

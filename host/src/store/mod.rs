@@ -214,9 +214,18 @@ impl Store {
         dispatch!(self, s => s.renew(node, lease).await)
     }
 
-    /// How many operations are pending, store-wide.
+    /// How many operations are pending, store-wide (a query on a shared store).
     pub async fn pending_count(&self) -> Result<usize, StoreError> {
         dispatch!(self, s => s.pending_count().await)
+    }
+
+    /// How many operations are pending, if the store knows without a query
+    /// (a private store counts them in its writer).
+    pub fn pending_now(&self) -> Option<usize> {
+        match &self.backend {
+            Backend::Redb(s) => Some(s.pending_now()),
+            Backend::Postgres(_) => None,
+        }
     }
 }
 

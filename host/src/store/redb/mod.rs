@@ -120,6 +120,10 @@ impl RedbStore {
     }
 
     pub(super) async fn pending_count(&self) -> Result<usize, StoreError> {
-        Ok(self.pending.load(Ordering::Relaxed))
+        Ok(self.pending_now())
+    }
+
+    pub(super) fn pending_now(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
     }
 }
