@@ -102,6 +102,39 @@ pub struct ServerConfig {
     pub lease: Duration,
 }
 
+/// Sandbox instances kept for the validations of starts in flight (and
+/// plugin loads), beside those of running operations: `max_concurrent` runs
+/// must fit in `max_instances` minus these.
+pub const VALIDATION_INSTANCES: u32 = 16;
+
+impl ServerConfig {
+    /// Checks that the limits fit together: every operation `max_concurrent`
+    /// allows to run holds a sandbox instance for its whole run, and starts
+    /// need instances to validate their params, so `max_concurrent` +
+    /// [`VALIDATION_INSTANCES`] must fit in `max_instances`. A config that
+    /// cannot hold is refused at start, naming the settings, rather than
+    /// failing operations later.
+    pub fn check_capacity(&self) -> Result<(), String> {
+        let needed = self.max_concurrent as u64 + u64::from(VALIDATION_INSTANCES);
+        if needed > u64::from(self.max_instances) {
+            return Err(format!(
+                "max_concurrent = {} cannot hold with max_instances = {}: each running operation holds a sandbox \
+                 instance, and {VALIDATION_INSTANCES} more are kept for validating starts, so max_instances must be \
+                 at least {needed}; raise max_instances or lower max_concurrent",
+                self.max_concurrent, self.max_instances
+            ));
+        }
+        for (name, policy) in &self.types {
+            if let Some(n) = policy.max_concurrent
+                && n > self.max_concurrent
+            {
+                tracing::info!(r#type = %name, n, "a type's max_concurrent above the global one has no effect");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The default node id: the host's name and this process's id.
 pub fn default_node_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -121,6 +154,10 @@ pub struct TypePolicy {
     pub timeout: Option<Duration>,
     /// Most operations of this type running at once.
     pub max_concurrent: Option<usize>,
+    /// CPU time one operation of this type may compute (`max_cpu_ms`);
+    /// past it, the operation fails with code `cpu_limit`.
+    #[serde(default, rename = "max_cpu_ms", deserialize_with = "millis")]
+    pub max_cpu: Option<Duration>,
     /// Replaces the plugin's exclusivity group.
     pub exclusivity_group: Option<String>,
     /// This plugin's linear memory cap, in MiB.

@@ -81,6 +81,7 @@ impl Publish for LateHub {
 /// Starts a server with `config`; returns once it accepts connections.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     crate::auth::check_bind(config.listen, &config.auth).map_err(anyhow::Error::msg)?;
+    config.check_capacity().map_err(anyhow::Error::msg)?;
     let sink = Arc::new(LateHub { hub: OnceLock::new(), early: Mutex::new(Vec::new()) });
     let location = match &config.store_url {
         Some(url) => Location::Postgres(url.clone()),

@@ -120,6 +120,7 @@ async fn main() {
     let server = TestServer::start_with(&dir.path().join("server"), |c| {
         c.plugin_dirs = vec![plugins];
         c.max_concurrent = 256;
+        c.max_instances = 256 + opal_host::config::VALIDATION_INSTANCES;
     })
     .await;
     let mut ws = server.ws_batched().await;

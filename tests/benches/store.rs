@@ -124,6 +124,7 @@ async fn servers(dir: &std::path::Path, url: Option<&str>, nodes: usize) -> Vec<
             TestServer::start_with(&dir.join(format!("node{i}")), move |c| {
                 c.plugin_dirs = vec![plugins];
                 c.max_concurrent = 256;
+                c.max_instances = 256 + opal_host::config::VALIDATION_INSTANCES;
                 c.store_url = url;
                 c.node_id = format!("node{i}");
             })

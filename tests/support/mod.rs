@@ -100,6 +100,8 @@ impl TestServer {
             // plugin is compiled once per build, not once per test.
             cache_dir: Some(PathBuf::from(concat!(env!("OUT_DIR"), "/plugin-cache"))),
             max_instances: 32,
+            // What 32 instances hold beside the validations' share.
+            max_concurrent: 16,
             ..ServerConfig::default()
         };
         tweak(&mut config);

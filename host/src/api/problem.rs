@@ -199,6 +199,9 @@ impl From<SubmitError> for ApiError {
                 detail: "idempotency_key was already used for a different request".into(),
                 operation: Some(op),
             },
+            SubmitError::Plugin(fault @ crate::sandbox::Fault::NoInstance(_)) => {
+                ApiError::Unavailable(format!("every sandbox instance is busy: the plugin {fault}"))
+            }
             SubmitError::Plugin(fault) => {
                 ApiError::Plugin(format!("the plugin could not validate the params: it {fault}"))
             }

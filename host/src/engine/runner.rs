@@ -158,6 +158,7 @@ fn prepare(
     let mut limits = inner.sandbox.default_limits(policy.timeout.unwrap_or(plugin.default_timeout));
     limits.memory = policy.memory_limit().unwrap_or(limits.memory);
     limits.log_bytes = policy.log_limit().unwrap_or(limits.log_bytes);
+    limits.cpu = policy.max_cpu;
     let granted = &policy.grants;
     let scratch = match granted.scratch {
         true => Scratch::create(inner.sandbox.scratch_root(), &op.id.to_string(), granted.keep_scratch)
@@ -251,6 +252,7 @@ fn finish(
             let code = match &fault {
                 Fault::Timeout(_) => "timeout",
                 Fault::MemoryLimit(_) => "memory_limit",
+                Fault::CpuLimit(_) => "cpu_limit",
                 Fault::Trap(_) if panic.is_some() => "panic",
                 Fault::Trap(_) => "trap",
                 _ => "internal",

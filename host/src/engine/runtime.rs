@@ -30,6 +30,11 @@ impl RunnerRuntime {
         let runtime = Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("opal-runner")
+            // A computing guest yields once per epoch tick (10 ms). By
+            // default a worker polls its timers and I/O only every 61 task
+            // polls, so beside a few busy guests a sleeping plugin's timer
+            // would wait 61 ticks to fire: check them at every poll instead.
+            .event_interval(1)
             .enable_all()
             .build()?;
         Ok(RunnerRuntime { runtime: Some(runtime) })

@@ -95,7 +95,7 @@ impl Status {
 /// Why an operation failed: a stable machine code and a message for people.
 ///
 /// Codes: `plugin_error` (the plugin reported failure), `invalid_params`,
-/// `timeout`, `trap` (the plugin crashed), `memory_limit`, `interrupted` (the
+/// `timeout`, `trap` (the plugin crashed), `memory_limit`, `cpu_limit`, `interrupted` (the
 /// host stopped while it ran), `internal` (a host-side fault).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OpError {

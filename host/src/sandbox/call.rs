@@ -28,6 +28,9 @@ use crate::model::LogLevel;
 
 /// How long `describe` and `validate` may take.
 const QUICK_CALL_LIMIT: Duration = Duration::from_secs(5);
+/// How long `describe` and `validate` wait for a free instance before
+/// giving up with [`Fault::NoInstance`] (a start then gets 503).
+const INSTANCE_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a call ended abnormally: the plugin did not return.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +48,12 @@ pub enum Fault {
     /// It crashed: a wasm trap (including a Rust panic, which aborts).
     #[error("crashed: {0}")]
     Trap(String),
+    /// It computed for longer than its CPU limit.
+    #[error("used more than {} ms of CPU time", .0.as_millis())]
+    CpuLimit(Duration),
+    /// No instance of the pool came free in time (every one is in use).
+    #[error("found no free sandbox instance within {} ms", .0.as_millis())]
+    NoInstance(Duration),
     /// It could not be instantiated (e.g. the instance pool is exhausted).
     #[error("could not be started: {0}")]
     Instantiate(String),
@@ -59,6 +68,10 @@ pub struct RunLimits {
     pub memory: usize,
     /// Most bytes of log lines kept for the run.
     pub log_bytes: usize,
+    /// CPU time the guest may compute (the time its call is polled, not
+    /// the time it waits in host calls; see [`super::cpu`]), checked at
+    /// each epoch tick.
+    pub cpu: Option<Duration>,
 }
 
 /// What `describe` returned.
@@ -103,8 +116,9 @@ pub enum RunOutput {
 impl Component {
     /// Calls `describe`.
     pub async fn describe(&self, sandbox: &Sandbox) -> Result<PluginDescription, Fault> {
+        let instance = sandbox.instance(Some(INSTANCE_WAIT)).await?;
         let mut store =
-            new_store(sandbox, None, quick_limits(sandbox), None, &Grants::default(), NetPolicy::default())?;
+            new_store(sandbox, instance, None, quick_limits(sandbox), None, &Grants::default(), NetPolicy::default())?;
         let info = call(&mut store, QUICK_CALL_LIMIT, async |store| {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             instance.call_describe(&mut *store).await
@@ -124,8 +138,9 @@ impl Component {
 
     /// Calls `validate`; returns the field errors, empty if the params are fine.
     pub async fn validate(&self, sandbox: &Sandbox, params: &str) -> Result<Vec<(String, String)>, Fault> {
+        let instance = sandbox.instance(Some(INSTANCE_WAIT)).await?;
         let mut store =
-            new_store(sandbox, None, quick_limits(sandbox), None, &Grants::default(), NetPolicy::default())?;
+            new_store(sandbox, instance, None, quick_limits(sandbox), None, &Grants::default(), NetPolicy::default())?;
         let result = call(&mut store, QUICK_CALL_LIMIT, async |store| {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             instance.call_validate(&mut *store, params).await
@@ -148,7 +163,10 @@ impl Component {
     ) -> Result<RunOutput, Fault> {
         let net = NetPolicy::resolve(&grants.net).await;
         let force_stop = hooks.force_stop.clone();
-        let mut store = new_store(sandbox, Some(hooks), limits, Some(force_stop), grants, net)?;
+        // The engine claims no more runs than the pool holds beside the
+        // validations' share, so this wait is short.
+        let instance = sandbox.instance(None).await?;
+        let mut store = new_store(sandbox, instance, Some(hooks), limits, Some(force_stop), grants, net)?;
         let result = call(&mut store, limits.timeout, async |store| {
             let instance = self.pre.instantiate_async(&mut *store).await?;
             instance.call_run(&mut *store, target, params).await
@@ -173,11 +191,12 @@ impl Component {
 
 /// The limits of `describe` and `validate`.
 fn quick_limits(sandbox: &Sandbox) -> RunLimits {
-    RunLimits { timeout: QUICK_CALL_LIMIT, memory: sandbox.config.memory_limit, log_bytes: 0 }
+    RunLimits { timeout: QUICK_CALL_LIMIT, memory: sandbox.config.memory_limit, log_bytes: 0, cpu: None }
 }
 
 fn new_store(
     sandbox: &Sandbox,
+    instance: tokio::sync::OwnedSemaphorePermit,
     hooks: Option<RunHooks>,
     limits: RunLimits,
     force_stop: Option<Arc<AtomicBool>>,
@@ -216,15 +235,22 @@ fn new_store(
         wasi.stdout(stream(LogLevel::Info));
         wasi.stderr(stream(LogLevel::Warn));
     }
-    let state = HostState::new(wasi.build(), limits.memory, hooks, budget, grants.exec.clone(), net);
+    let mut state = HostState::new(wasi.build(), limits.memory, hooks, budget, grants.exec.clone(), net);
+    state.instance = Some(instance);
     let mut store = Store::new(&sandbox.engine, state);
     let limit = limits.timeout;
     store.limiter(|state| &mut state.memory);
     let deadline = Instant::now() + limit;
     store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(move |_| {
+    let cpu = limits.cpu;
+    store.epoch_deadline_callback(move |store| {
         if Instant::now() >= deadline {
             return Err(wasmtime::Error::new(Fault::Timeout(limit)));
+        }
+        if let Some(cpu) = cpu
+            && store.data().cpu.used() > cpu
+        {
+            return Err(wasmtime::Error::new(Fault::CpuLimit(cpu)));
         }
         if force_stop.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
             return Err(wasmtime::Error::new(Fault::ForcedStop));
@@ -241,7 +267,8 @@ async fn call<R>(
     limit: Duration,
     f: impl AsyncFnOnce(&mut Store<HostState>) -> wasmtime::Result<R>,
 ) -> Result<R, Fault> {
-    let outcome = tokio::time::timeout(limit, f(store)).await;
+    let clock = store.data().cpu.clone();
+    let outcome = tokio::time::timeout(limit, super::cpu::Metered::new(f(store), &clock)).await;
     match outcome {
         Ok(Ok(value)) => Ok(value),
         Err(_elapsed) => Err(Fault::Timeout(limit)),

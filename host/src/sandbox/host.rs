@@ -120,6 +120,10 @@ pub(crate) struct HostState {
     pub(super) exec: Vec<ExecRule>,
     http: WasiHttpCtx,
     http_hooks: NetHooks,
+    /// The CPU time the guest has computed in this store.
+    pub(super) cpu: Arc<super::cpu::CpuClock>,
+    /// This store's place in the instance pool, given back with the store.
+    pub(super) instance: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl HostState {
@@ -133,7 +137,19 @@ impl HostState {
     ) -> Self {
         let memory = MemoryCap { limit: memory_limit, hit: false };
         let (http, http_hooks) = (WasiHttpCtx::new(), NetHooks { policy: net });
-        HostState { wasi, table: ResourceTable::new(), memory, hooks, log_budget, exec, http, http_hooks }
+        let cpu = Arc::default();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            memory,
+            hooks,
+            log_budget,
+            exec,
+            http,
+            http_hooks,
+            cpu,
+            instance: None,
+        }
     }
 
     /// What wasi:http works with: the net hooks, the resource table, its context.

@@ -11,6 +11,7 @@ mod bindings;
 mod cache;
 mod call;
 mod compat;
+mod cpu;
 mod exec;
 pub mod grants;
 mod host;
@@ -92,6 +93,10 @@ pub struct Sandbox {
     linker: Linker<HostState>,
     config: SandboxConfig,
     ticker_stop: Arc<AtomicBool>,
+    /// One permit per instance the pool holds (`max_instances`): a call
+    /// waits for a permit rather than failing on a full pool. Held by the
+    /// call's store, so it is given back when the store is dropped.
+    instances: Arc<tokio::sync::Semaphore>,
 }
 
 /// A compiled and linked plugin component, ready to instantiate.
@@ -148,7 +153,8 @@ impl Sandbox {
             })
             .map_err(|e| SandboxError::Engine(format!("cannot start the epoch ticker: {e}")))?;
 
-        Ok(Arc::new(Sandbox { engine, linker, config, ticker_stop }))
+        let instances = Arc::new(tokio::sync::Semaphore::new(config.max_instances as usize));
+        Ok(Arc::new(Sandbox { engine, linker, config, ticker_stop, instances }))
     }
 
     /// Compiles (or loads from the cache) and links a component, and caches
@@ -181,9 +187,20 @@ impl Sandbox {
         &self.config.scratch_root
     }
 
+    /// A place in the instance pool, waiting at most `wait` (forever if
+    /// `None`) for one to be given back.
+    pub(crate) async fn instance(&self, wait: Option<Duration>) -> Result<tokio::sync::OwnedSemaphorePermit, Fault> {
+        let acquire = self.instances.clone().acquire_owned();
+        let permit = match wait {
+            Some(wait) => tokio::time::timeout(wait, acquire).await.map_err(|_| Fault::NoInstance(wait))?,
+            None => acquire.await,
+        };
+        permit.map_err(|_| Fault::Instantiate("the sandbox is shutting down".into()))
+    }
+
     /// The default limits of a run that may take `timeout`.
     pub fn default_limits(&self, timeout: Duration) -> RunLimits {
-        RunLimits { timeout, memory: self.config.memory_limit, log_bytes: self.config.log_limit }
+        RunLimits { timeout, memory: self.config.memory_limit, log_bytes: self.config.log_limit, cpu: None }
     }
 }
 
