@@ -439,3 +439,62 @@ async fn a_batched_client_gets_the_same_messages_several_to_a_frame() {
     }
     server.stop().await;
 }
+
+/// Reads what is buffered until the server closes the socket: `None` if it
+/// is still open after `within`, else the close code if its frame got through.
+async fn closed_within(ws: &mut WsClient, within: Duration) -> Option<Option<u16>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.stream_mut().next()).await {
+            Err(_) => return None,
+            Ok(Some(Ok(Message::Close(frame)))) => return Some(frame.map(|f| u16::from(f.code))),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_)) | None) => return Some(None),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_wide_lag_cap_closes_the_furthest_behind_and_the_others_keep_receiving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = server_with(dir.path(), |c| {
+        c.progress_window = Duration::from_millis(1);
+        c.hub.queue = 32;
+        // No connection is closed for its own lag or a stalled write: only
+        // the shared cap can close one.
+        c.hub.lag_deadline = Duration::from_secs(600);
+        c.ws.send_timeout = Duration::from_secs(600);
+        c.hub.lag_bytes = 2 << 20;
+    })
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let mut ws = stalled_client(&server).await;
+        ws.subscribe(&["operations"]).await;
+        stalled.push(ws);
+    }
+    let reader = server.ws().await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(start_steady(&server, &format!("cap{i}"), json!({"steps": 150, "step_ms": 2, "pad": 8000})).await);
+    }
+    // A client that reads, joining mid-flood, sees every operation end.
+    let follower = tokio::spawn(follow_until_all_terminal(reader, ids.clone()));
+    for id in &ids {
+        server.wait_terminal(id).await;
+    }
+    let seen = follower.await.unwrap();
+    assert_eq!(seen.len(), ids.len());
+    assert!(seen.values().all(|op| op["status"] == "completed"), "{seen:?}");
+    // About 25 MB went out against a 2 MiB cap: stalled clients were closed
+    // with 4008 (those whose close frame got through say so).
+    let mut closed = 0;
+    for ws in &mut stalled {
+        if let Some(code) = closed_within(ws, Duration::from_secs(5)).await {
+            assert!(code.is_none_or(|code| code == 4008), "the documented close code: {code:?}");
+            closed += 1;
+        }
+    }
+    assert!(closed > 0, "the cap closed the furthest behind");
+    server.stop().await;
+}

@@ -339,6 +339,7 @@ struct ConfigFile {
     ping_interval_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     progress_delay_ms: Option<u64>,
+    max_lagging_mib: Option<usize>,
     status_interval_ms: Option<u64>,
     plugin_poll_ms: Option<u64>,
     #[serde(default)]
@@ -512,6 +513,9 @@ impl ServerConfig {
                 return Err(ConfigError::Value(name.clone(), format!("progress_delay_ms must be 0 to 1000, not {ms}")));
             }
             config.ws.progress_delay = Duration::from_millis(ms);
+        }
+        if let Some(mib) = file.max_lagging_mib {
+            config.hub.lag_bytes = positive("max_lagging_mib", mib as u64)? as usize * MIB;
         }
         if let Some(ms) = file.plugin_poll_ms {
             config.plugin_poll = Duration::from_millis(positive("plugin_poll_ms", ms)?);

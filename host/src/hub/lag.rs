@@ -29,6 +29,9 @@ pub(super) struct Lag {
     latest_progress: HashMap<OperationId, Seq>,
     /// The latest `system.status` frame not yet sent.
     system: Option<Utf8Bytes>,
+    /// The bytes of the frames in `pending`: what this backlog holds on to
+    /// (the hub caps the sum over every lagging connection).
+    bytes: usize,
 }
 
 /// Whether a lagging connection can keep up.
@@ -42,7 +45,12 @@ pub(super) enum Backlog {
 
 impl Lag {
     pub(super) fn new() -> Self {
-        Lag { since: Instant::now(), pending: VecDeque::new(), latest_progress: HashMap::new(), system: None }
+        Lag { since: Instant::now(), pending: VecDeque::new(), latest_progress: HashMap::new(), system: None, bytes: 0 }
+    }
+
+    /// The bytes of the frames waiting here.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 
     fn stale(&self, event: &Event) -> bool {
@@ -56,10 +64,12 @@ impl Lag {
         } else if event.kind.is_terminal() {
             self.latest_progress.remove(&event.op_id);
         }
+        self.bytes += event.frame.len();
         self.pending.push_back(event);
         if self.pending.len() > LAG_CAP {
             let latest = &self.latest_progress;
             self.pending.retain(|e| !(e.kind == EventKind::Progress && latest.get(&e.op_id) != Some(&e.seq)));
+            self.bytes = self.pending.iter().map(|e| e.frame.len()).sum();
         }
         if self.pending.len() > LAG_CAP { Backlog::Overflow } else { Backlog::Ok }
     }
@@ -79,6 +89,7 @@ impl Lag {
         while frames.len() < room
             && let Some(event) = self.pending.pop_front()
         {
+            self.bytes -= event.frame.len();
             if self.stale(&event) {
                 continue;
             }

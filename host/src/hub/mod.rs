@@ -57,11 +57,22 @@ pub struct HubConfig {
     pub max_replay: u64,
     /// How long a connection may stay lagging before it is closed.
     pub lag_deadline: Duration,
+    /// The most bytes of frames all lagging connections together may hold
+    /// in their backlogs. Past it, the connections that have lagged longest
+    /// are closed (4008; they resume with `since`) until the rest fit, so
+    /// slow consumers cannot grow the server's memory without bound.
+    pub lag_bytes: usize,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        HubConfig { queue: 1024, ring: 10_000, max_replay: 10_000, lag_deadline: Duration::from_secs(10) }
+        HubConfig {
+            queue: 1024,
+            ring: 10_000,
+            max_replay: 10_000,
+            lag_deadline: Duration::from_secs(10),
+            lag_bytes: 64 << 20,
+        }
     }
 }
 
@@ -269,6 +280,36 @@ impl State {
         }
     }
 
+    /// Adds to `dropped` the connections that have lagged longest, until the
+    /// backlogs of the lagging connections left fit in `cap` bytes.
+    fn over_lag_cap(&self, cap: usize, dropped: &mut Vec<u64>) {
+        let mut lagging: Vec<(tokio::time::Instant, u64, usize)> = self
+            .connections
+            .iter()
+            .filter_map(|(id, s)| s.lag.as_ref().map(|lag| (lag.since, *id, lag.bytes())))
+            .filter(|(_, id, _)| !dropped.contains(id))
+            .collect();
+        let mut total: usize = lagging.iter().map(|(_, _, bytes)| bytes).sum();
+        if total <= cap {
+            return;
+        }
+        lagging.sort_unstable();
+        for (_, id, bytes) in lagging {
+            if total <= cap {
+                break;
+            }
+            tracing::warn!(
+                connection = id,
+                bytes,
+                total,
+                cap,
+                "lagging backlogs over the server-wide cap; closing the furthest behind"
+            );
+            dropped.push(id);
+            total -= bytes;
+        }
+    }
+
     fn drop_connections(&mut self, ids: Vec<u64>, code: u16) {
         for id in ids {
             if let Some(subscriber) = self.connections.remove(&id) {
@@ -338,6 +379,7 @@ impl Publish for Hub {
             }
         }
         drop(keys);
+        state.over_lag_cap(self.config.lag_bytes, &mut dropped);
         state.drop_connections(dropped, CLOSE_LAGGING);
         for event in events {
             if state.ring.len() >= self.config.ring {
