@@ -184,8 +184,15 @@ impl Server {
             node.arg("server.js").current_dir(dir).env("PROGRESS_WINDOW_MS", a.window_ms.to_string());
             node
         } else {
+            // Every operation runs at once, each holding a sandbox instance,
+            // beside the instances kept for validations.
+            let config = data.path().join("opal.toml");
+            let instances = a.operations.max(1) + opal_host::config::VALIDATION_INSTANCES as usize;
+            std::fs::write(&config, format!("max_instances = {}\n", instances.max(256))).unwrap();
             let mut opal = Command::new(&a.opal);
-            opal.args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            opal.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+                .arg(&config)
+                .arg("--data")
                 .arg(data.path())
                 .args(["--progress-window-ms", &a.window_ms.max(1).to_string()])
                 .args(["--max-concurrent", &a.operations.max(1).to_string()])
