@@ -27,6 +27,7 @@ export class SystemPanel {
       h("div", { class: "figure" }, h("dt", {}, label), (this.values[name] = h("dd", { "data-figure": name }, "–")));
     this.box.replaceChildren(
       ...FIGURES.map(([name, label]) => item(name, label)),
+      item("storage_state", "Disk"),
       item("version", "Server version"),
       item("uptime", "Uptime"),
     );
@@ -47,6 +48,10 @@ export class SystemPanel {
     for (const [name, , format] of FIGURES) {
       setText(this.values[name], status && typeof status[name] === "number" ? format(status[name]) : "–");
     }
+    // Below the free-space floor the server refuses new operations (507).
+    const low = status?.storage === "low_space";
+    setText(this.values.storage_state, !status?.storage ? "–" : low ? "Low on space: new operations refused" : "OK");
+    this.values.storage_state.classList.toggle("warning", low);
     setText(this.values.version, this.server?.version ?? document.querySelector('meta[name="opal-version"]')?.content);
     this.tick();
     setText(this.updated, this.store.systemAt ? `Updated ${clock(new Date(this.store.systemAt).toISOString())}` : "");

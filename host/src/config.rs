@@ -100,6 +100,10 @@ pub struct ServerConfig {
     /// How long a node's claim on a running operation lasts unless renewed
     /// (every third of it); after it, another node takes the operation over.
     pub lease: Duration,
+    /// Free space the data directory keeps (`min_free_mib`): below it new
+    /// starts are refused (507). `None`: the larger of 256 MiB and 1% of the
+    /// file system.
+    pub min_free: Option<u64>,
 }
 
 /// Sandbox instances kept for the validations of starts in flight (and
@@ -300,6 +304,7 @@ impl Default for ServerConfig {
             store_url: None,
             node_id: default_node_id(),
             lease: Duration::from_secs(10),
+            min_free: None,
         }
     }
 }
@@ -340,6 +345,7 @@ struct ConfigFile {
     idle_timeout_ms: Option<u64>,
     progress_delay_ms: Option<u64>,
     max_lagging_mib: Option<usize>,
+    min_free_mib: Option<u64>,
     status_interval_ms: Option<u64>,
     plugin_poll_ms: Option<u64>,
     #[serde(default)]
@@ -513,6 +519,9 @@ impl ServerConfig {
                 return Err(ConfigError::Value(name.clone(), format!("progress_delay_ms must be 0 to 1000, not {ms}")));
             }
             config.ws.progress_delay = Duration::from_millis(ms);
+        }
+        if let Some(mib) = file.min_free_mib {
+            config.min_free = Some(mib * MIB as u64);
         }
         if let Some(mib) = file.max_lagging_mib {
             config.hub.lag_bytes = positive("max_lagging_mib", mib as u64)? as usize * MIB;

@@ -36,6 +36,7 @@ pub mod sandbox;
 pub mod scaffold;
 pub mod schedule;
 pub mod server;
+pub mod space;
 pub mod status;
 pub mod store;
 pub mod ws;

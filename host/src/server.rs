@@ -118,6 +118,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             types: config.types.clone(),
             node: config.node_id.clone(),
             lease: config.lease,
+            space: config.store_url.is_none().then(|| (config.data_dir.clone(), config.min_free)),
         },
     )
     .await?;

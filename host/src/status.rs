@@ -33,6 +33,11 @@ pub struct SystemStatus {
     pub storage_bytes: u64,
     /// Free space on the data directory's file system, in bytes.
     pub disk_free_bytes: u64,
+    /// `ok`, or `low_space` while the data directory is below its floor and
+    /// new starts are refused (507).
+    pub storage: &'static str,
+    /// The free-space floor, in bytes (0 where starts are not gated on it).
+    pub min_free_bytes: u64,
 }
 
 /// Where the figures come from.
@@ -56,6 +61,7 @@ impl StatusSources {
     /// Reads the figures now.
     pub fn read(&self) -> SystemStatus {
         let (queued, running) = self.engine.counts();
+        let space = self.engine.space();
         let storage_bytes = self.store.file_bytes().unwrap_or(0);
         let disk_free_bytes =
             rustix::fs::statvfs(&self.data_dir).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).unwrap_or(0);
@@ -66,6 +72,8 @@ impl StatusSources {
             plugins: self.registry.list().len(),
             storage_bytes,
             disk_free_bytes,
+            storage: if space.as_ref().is_some_and(crate::space::Space::low) { "low_space" } else { "ok" },
+            min_free_bytes: space.map_or(0, |s| s.floor),
         }
     }
 
@@ -102,4 +110,5 @@ fn same(a: &SystemStatus, b: &SystemStatus) -> bool {
         && a.plugins == b.plugins
         && a.storage_bytes.abs_diff(b.storage_bytes) < MIB
         && a.disk_free_bytes.abs_diff(b.disk_free_bytes) < MIB
+        && a.storage == b.storage
 }

@@ -49,6 +49,8 @@ pub enum ApiError {
     Internal(String),
     /// 502: the plugin failed while validating.
     Plugin(String),
+    /// 507: the data directory is below its free-space floor.
+    InsufficientStorage(String),
     /// 503: the store cannot take writes for now (its database is
     /// unreachable or restarting); `Retry-After` says when to try again.
     Unavailable(String),
@@ -132,6 +134,14 @@ impl IntoResponse for ApiError {
             ApiError::Plugin(detail) => {
                 (StatusCode::BAD_GATEWAY, "plugin-failed", "Plugin failed", detail.as_str(), &[][..], None)
             }
+            ApiError::InsufficientStorage(detail) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                "Insufficient storage",
+                detail.as_str(),
+                &[][..],
+                None,
+            ),
             ApiError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "store unavailable");
                 (
@@ -199,6 +209,7 @@ impl From<SubmitError> for ApiError {
                 detail: "idempotency_key was already used for a different request".into(),
                 operation: Some(op),
             },
+            e @ SubmitError::LowSpace(_) => ApiError::InsufficientStorage(e.to_string()),
             SubmitError::Plugin(fault @ crate::sandbox::Fault::NoInstance(_)) => {
                 ApiError::Unavailable(format!("every sandbox instance is busy: the plugin {fault}"))
             }

@@ -27,6 +27,7 @@ use crate::schedule::{NewSchedule, Schedule, ScheduleId};
         (status = 429, description = "Over the caller's start rate (a schedule spends a start)", body = Problem<'static>, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds until a create may succeed"))),
         (status = 502, description = "The plugin failed while validating", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 507, description = "The data directory is below its free-space floor (min_free_mib)", body = Problem<'static>, content_type = "application/problem+json"),
         (status = 503, description = "The store cannot take writes now (a cluster's database is unreachable or restarting)", body = Problem<'static>, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds until a retry may succeed"))),
     ))]

@@ -54,6 +54,9 @@ pub struct EngineConfig {
     /// How long a claimed operation's lease lasts unless renewed (renewed
     /// every third of it); only a shared store uses leases.
     pub lease: Duration,
+    /// The data directory whose free space gates new starts (the redb
+    /// store's), and its floor; `None` where the records live elsewhere.
+    pub space: Option<(std::path::PathBuf, Option<u64>)>,
 }
 
 /// A request to start an operation, already checked for shape by the API.
@@ -99,6 +102,9 @@ pub enum SubmitError {
     /// The idempotency key was used before for a different request.
     #[error("idempotency key already used by operation {} for a different request", .0.id)]
     KeyReused(Box<Operation>),
+    /// The data directory is below its free-space floor.
+    #[error("{}", .0.refusal())]
+    LowSpace(Box<crate::space::Space>),
     /// The plugin's `validate` did not return (crashed or hung).
     #[error("the plugin could not validate the params: it {0}")]
     Plugin(#[from] crate::sandbox::Fault),
@@ -250,6 +256,11 @@ impl Engine {
     /// `pending` record is durable. Admission is atomic in the store: of many
     /// identical concurrent requests exactly one is admitted.
     pub async fn submit(&self, request: SubmitRequest) -> Result<Submitted, SubmitError> {
+        if let Some(space) = self.space()
+            && space.low()
+        {
+            return Err(SubmitError::LowSpace(Box::new(space)));
+        }
         let (plugin, params) = self.checked(&request.op_type, request.version.as_ref(), request.params).await?;
         let policy = self.policy(&plugin.name);
         let mut operation =
@@ -295,6 +306,13 @@ impl Engine {
     /// The stored event frames of `id` after `since`.
     pub async fn events(&self, id: OperationId, since: Seq) -> Result<Vec<(Seq, String)>, StoreError> {
         self.inner.store.events(id, since).await
+    }
+
+    /// The data directory's free space against its floor, if starts are
+    /// gated on it.
+    pub fn space(&self) -> Option<crate::space::Space> {
+        let (dir, min_free) = self.inner.config.space.as_ref()?;
+        crate::space::Space::of(dir, *min_free)
     }
 
     /// This node's name.
