@@ -22,7 +22,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{percentile, process_cpu_seconds, raise_fd_limit};
+use common::{percentile, proc_status_kib, process_cpu_seconds, raise_fd_limit};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -86,12 +86,7 @@ impl Server {
 
     /// RSS now, in KiB.
     fn rss_kib(&self) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        text.lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        proc_status_kib(self.child.id(), "VmRSS:")
     }
 
     fn cpu_seconds(&self) -> f64 {

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod common;
 
-use common::{percentile, process_cpu_seconds, raise_fd_limit};
+use common::{percentile, proc_status_kib, process_cpu_seconds, raise_fd_limit};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
@@ -209,18 +209,10 @@ impl Server {
         Server { child, addr, _data: data }
     }
 
-    fn proc_field(&self, file: &str, key: &str) -> u64 {
-        let text = std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap_or_default();
-        text.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    }
-
     /// RSS now and at its peak, in KiB.
     fn rss_kib(&self) -> (u64, u64) {
-        (self.proc_field("status", "VmRSS:"), self.proc_field("status", "VmHWM:"))
+        let pid = self.child.id();
+        (proc_status_kib(pid, "VmRSS:"), proc_status_kib(pid, "VmHWM:"))
     }
 
     /// User + system CPU time, in seconds.

@@ -1,4 +1,4 @@
-//! Helpers the benchmarks share: process CPU time, percentiles, the fd limit.
+//! Helpers the benchmarks share: process CPU time and memory, percentiles, the fd limit.
 
 /// User + system CPU time of a process (`self` for this one), in seconds.
 pub(crate) fn process_cpu_seconds(pid: &str) -> f64 {
@@ -8,6 +8,18 @@ pub(crate) fn process_cpu_seconds(pid: &str) -> f64 {
     let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
         + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
     ticks as f64 / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// A `/proc/<pid>/status` figure in KiB (`VmRSS:`, `VmHWM:`), 0 if absent.
+// The loopback benchmark reads no process memory; each benchmark compiles its own copy.
+#[allow(dead_code)]
+pub(crate) fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// The `p` quantile (0 to 1) of sorted values; NaN for none.

@@ -357,7 +357,10 @@ impl Publish for Hub {
         let mut last: Option<(Vec<usize>, Arc<Frames>)> = None;
         let mut wanted = Vec::with_capacity(events.len());
         let mut dropped = Vec::new();
+        // What the lagging connections' backlogs hold, summed in the same pass.
+        let mut lagging_bytes = 0;
         for (id, subscriber) in &mut state.connections {
+            lagging_bytes += subscriber.lag.as_ref().map_or(0, |lag| lag.bytes());
             wanted.clear();
             wanted.extend(keys.iter().enumerate().filter(|(_, k)| subscriber.wants(k)).map(|(i, _)| i));
             if wanted.is_empty() {
@@ -374,12 +377,17 @@ impl Publish for Hub {
                     run
                 }
             };
+            let before = subscriber.lag.as_ref().map_or(0, |lag| lag.bytes());
             if !subscriber.deliver(run, wanted.iter().map(|&i| &events[i]), deadline) {
                 dropped.push(*id);
             }
+            // `before` was counted above; coalescing may have shrunk the backlog.
+            lagging_bytes = lagging_bytes + subscriber.lag.as_ref().map_or(0, |lag| lag.bytes()) - before;
         }
         drop(keys);
-        state.over_lag_cap(self.config.lag_bytes, &mut dropped);
+        if lagging_bytes > self.config.lag_bytes {
+            state.over_lag_cap(self.config.lag_bytes, &mut dropped);
+        }
         state.drop_connections(dropped, CLOSE_LAGGING);
         for event in events {
             if state.ring.len() >= self.config.ring {

@@ -16,6 +16,7 @@ mod change;
 mod error;
 mod filter;
 mod frame;
+mod inbox;
 pub mod postgres;
 pub mod redb;
 

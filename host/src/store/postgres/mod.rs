@@ -26,13 +26,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::inbox::Inbox;
 use super::{Change, Publish, Receipt, StoreError};
 
-/// How many changes may wait for the writer (senders wait when it is full).
-const QUEUE_CAPACITY: usize = 8192;
 /// Connections in the pool, shared by the writer and the reads.
 const POOL_SIZE: usize = 8;
 /// How long a caller waits for a pooled connection before it is told the
@@ -43,7 +42,7 @@ const POOL_WAIT: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
-    writer: mpsc::Sender<writer::Append>,
+    writer: Inbox,
     history: u64,
     /// Woken by the feed when another node admits or re-queues work.
     work: Arc<Notify>,
@@ -88,7 +87,7 @@ impl PgStore {
         let (history, last_seq) = reads::meta(&pool).await?;
         let work = Arc::new(Notify::new());
         let (local, local_rx) = mpsc::unbounded_channel();
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (tx, rx) = Inbox::new();
         let node: Arc<str> = Arc::from(node);
         let writer = tokio::spawn(writer::run(pool.clone(), rx, node.clone(), local, work.clone()));
         let stop_feed = CancellationToken::new();
@@ -113,13 +112,11 @@ impl PgStore {
     }
 
     pub(super) async fn commit(&self, change: Change) -> Result<Receipt, StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.writer.send(writer::Append { change, ack: Some(ack) }).await.map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        self.writer.commit(change).await
     }
 
     pub(super) async fn enqueue(&self, change: Change) -> Result<(), StoreError> {
-        self.writer.send(writer::Append { change, ack: None }).await.map_err(|_| StoreError::Closed)
+        self.writer.enqueue(change).await
     }
 }
 

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use deadpool_postgres::Pool;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 use tokio_postgres::error::SqlState;
 
 use super::apply::{self, Pending};
@@ -21,17 +21,13 @@ use super::unavailable;
 use axum::extract::ws::Utf8Bytes;
 
 use crate::model::{Event, EventKind};
+use crate::store::inbox::Append;
 use crate::store::{Change, Receipt, StoreError, frame};
 
 /// The most changes one transaction takes.
 const MAX_BATCH: usize = 512;
 /// How often a batch that lost a deadlock to another node's is tried again.
 const CONFLICT_RETRIES: usize = 5;
-
-pub(super) struct Append {
-    pub(super) change: Change,
-    pub(super) ack: Option<oneshot::Sender<Result<Receipt, StoreError>>>,
-}
 
 pub(super) async fn run(
     pool: Pool,
@@ -67,18 +63,14 @@ pub(super) async fn run(
                     work.notify_one();
                 }
                 for (append, outcome) in batch.drain(..).zip(outcomes) {
-                    if let Some(ack) = append.ack {
-                        let _ = ack.send(outcome);
-                    }
+                    append.answer(outcome);
                 }
             }
             Err(fatal) => {
                 let e = fatal.into_store_error();
                 tracing::error!(error = %e, changes = batch.len(), "database commit failed; batch dropped");
                 for append in batch.drain(..) {
-                    if let Some(ack) = append.ack {
-                        let _ = ack.send(Err(copy(&e)));
-                    }
+                    append.answer(Err(copy(&e)));
                 }
             }
         }

@@ -46,15 +46,25 @@ pub(super) fn apply(
             Ok(applied)
         }
         Change::Operation { kind, operation, at, expect } => {
-            let stored = txn
-                .open_table(OPERATIONS)?
-                .get(operation.id.to_key())?
-                .map(|v| decode(operation.id.to_key(), v.value()))
-                .transpose()?;
-            let Some(stored) = stored else {
-                return Ok(Applied::Refused(StoreError::Fenced(operation.id, "it no longer exists".into())));
+            // This writer sees every transition, so its queue answers the
+            // runner's and the cancel's fences without reading the record
+            // (the hot path: every progress event); recovery reads it.
+            let fenced = match expect {
+                Expect::Runner => (!queue.is_running(operation.id)).then(|| "it is no longer running here".to_owned()),
+                Expect::Pending => (!queue.is_pending(operation.id)).then(|| "it is no longer pending".to_owned()),
+                Expect::Orphan => {
+                    let stored = txn
+                        .open_table(OPERATIONS)?
+                        .get(operation.id.to_key())?
+                        .map(|v| decode(operation.id.to_key(), v.value()))
+                        .transpose()?;
+                    match stored {
+                        Some(stored) => fence(&stored, operation, *kind).err(),
+                        None => Some("it no longer exists".to_owned()),
+                    }
+                }
             };
-            if let Err(why) = fence(&stored, operation, *kind, *expect) {
+            if let Some(why) = fenced {
                 return Ok(Applied::Refused(StoreError::Fenced(operation.id, why)));
             }
             let mut active = txn.open_table(ACTIVE)?;
@@ -124,23 +134,18 @@ pub(super) fn apply(
     }
 }
 
-/// Whether `stored` is still what a change to `next` (by `kind`) expects.
-/// A re-queue carries the next attempt, so it expects the one before.
-fn fence(stored: &Operation, next: &Operation, kind: EventKind, expect: Expect) -> Result<(), String> {
+/// Whether `stored` is still an orphan that a change to `next` (by `kind`)
+/// may resolve: unfinished, at the attempt the change was decided on (a
+/// re-queue carries the next attempt, so it expects the one before).
+fn fence(stored: &Operation, next: &Operation, kind: EventKind) -> Result<(), String> {
     let attempt = if kind == EventKind::Requeued { next.attempt.saturating_sub(1) } else { next.attempt };
     if stored.attempt != attempt {
         return Err(format!("attempt {} is current, not {attempt}", stored.attempt));
     }
-    let ok = match expect {
-        Expect::Runner => stored.status == Status::Running && stored.node == next.node,
-        Expect::Pending => stored.status == Status::Pending,
-        Expect::Orphan => !stored.status.is_terminal(),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("it is {} on {}", stored.status.as_str(), stored.node.as_deref().unwrap_or("no node")))
+    if stored.status.is_terminal() {
+        return Err(format!("it is {}", stored.status.as_str()));
     }
+    Ok(())
 }
 
 fn admit(txn: &WriteTransaction, operation: &Arc<Operation>, seq: Seq) -> Result<Applied, StoreError> {

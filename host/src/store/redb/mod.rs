@@ -19,20 +19,17 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redb::Database;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::Notify;
 
+use super::inbox::Inbox;
 use super::{Change, Publish, Receipt, Renewal, StoreError};
 use crate::model::Operation;
-
-/// How many changes may wait for the writer. Senders wait (async) when it is
-/// full, which slows producers down instead of growing memory.
-const QUEUE_CAPACITY: usize = 8192;
 
 /// The redb store.
 #[derive(Clone)]
 pub struct RedbStore {
     db: Arc<Database>,
-    writer: mpsc::Sender<writer::Append>,
+    writer: Inbox,
     history: u64,
     path: PathBuf,
     /// Woken by the writer when it admits or re-queues an operation.
@@ -68,7 +65,7 @@ impl RedbStore {
         let db = Arc::new(db);
         let last_seq = reads::last_seq(&db)?;
         let left = reads::unfinished(&db)?;
-        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (tx, rx) = Inbox::new();
         let work = Arc::new(Notify::new());
         let pending = Arc::new(AtomicUsize::new(0));
         let thread = writer::spawn(db.clone(), rx, last_seq, sink, work.clone(), pending.clone())?;
@@ -97,13 +94,11 @@ impl RedbStore {
     }
 
     pub(super) async fn commit(&self, change: Change) -> Result<Receipt, StoreError> {
-        let (ack, done) = oneshot::channel();
-        self.writer.send(writer::Append { change, ack: Some(ack) }).await.map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
+        self.writer.commit(change).await
     }
 
     pub(super) async fn enqueue(&self, change: Change) -> Result<(), StoreError> {
-        self.writer.send(writer::Append { change, ack: None }).await.map_err(|_| StoreError::Closed)
+        self.writer.enqueue(change).await
     }
 
     /// At start-up, everything the previous process left unfinished; later,

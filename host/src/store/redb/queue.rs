@@ -86,6 +86,14 @@ impl Queue {
         taken.into_iter().map(|(id, _)| id).collect()
     }
 
+    pub(super) fn is_pending(&self, id: OperationId) -> bool {
+        self.pending.contains_key(&id)
+    }
+
+    pub(super) fn is_running(&self, id: OperationId) -> bool {
+        self.running.contains_key(&id)
+    }
+
     pub(super) fn pending(&self) -> usize {
         self.pending.len()
     }

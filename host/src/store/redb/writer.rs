@@ -18,20 +18,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use redb::{Database, Durability};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc};
 
 use super::apply::{Applied, apply};
 use super::queue::Queue;
 use crate::model::{Event, Seq};
-use crate::store::{Change, Publish, Receipt, StoreError};
+use crate::store::inbox::Append;
+use crate::store::{Publish, Receipt, StoreError};
 
 /// The most changes one commit takes. Bounds a batch's latency and memory.
 const MAX_BATCH: usize = 1024;
-
-pub(super) struct Append {
-    pub(super) change: Change,
-    pub(super) ack: Option<oneshot::Sender<Result<Receipt, StoreError>>>,
-}
 
 pub(super) fn spawn(
     db: Arc<Database>,
@@ -66,9 +62,7 @@ pub(super) fn spawn(
                             work.notify_one();
                         }
                         for (append, outcome) in batch.drain(..).zip(outcomes) {
-                            if let Some(ack) = append.ack {
-                                let _ = ack.send(outcome);
-                            }
+                            append.answer(outcome);
                         }
                     }
                     Err(e) => {
@@ -80,9 +74,7 @@ pub(super) fn spawn(
                         }
                         let message = e.to_string();
                         for append in batch.drain(..) {
-                            if let Some(ack) = append.ack {
-                                let _ = ack.send(Err(StoreError::Storage(redb::Error::Corrupted(message.clone()))));
-                            }
+                            append.answer(Err(StoreError::Storage(redb::Error::Corrupted(message.clone()))));
                         }
                     }
                 }
