@@ -72,6 +72,7 @@ type Row = (&'static str, &'static str, Option<Value>, [&'static [u16]; 5]);
 fn endpoint_table() -> Vec<Row> {
     vec![
         ("GET", "/healthz", None, [&[200], &[200], &[200], &[200], &[200]]),
+        ("GET", "/readyz", None, [&[200], &[200], &[200], &[200], &[200]]),
         ("GET", "/api/v1/openapi.json", None, [&[200], &[200], &[200], &[200], &[200]]),
         ("GET", "/api/v1/status", None, [&[401], &[401], &[200], &[200], &[200]]),
         ("GET", "/api/v1/plugins", None, [&[401], &[401], &[200], &[200], &[200]]),

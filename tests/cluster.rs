@@ -15,6 +15,8 @@
 //! - Killed database connections cost 503s with Retry-After, never a 500 or
 //!   an acknowledged operation.
 //! - SIGTERM hands running operations back at once and closes sockets with 1012.
+//! - A database made read-only costs 503s with Retry-After and a `failed`
+//!   storage status; once writable again the node recovers by itself.
 //!
 //! Each test needs PostgreSQL (`OPAL_TEST_DATABASE_URL`, see
 //! `tests/support/cluster.rs`) and is skipped, with a notice, without one
@@ -788,4 +790,78 @@ async fn a_cancel_on_one_node_reaches_the_runner_on_another_within_a_renewal() {
     // One renewal (a third of the lease), plus the plugin's own 100 ms step
     // and scheduling slack; the 5 s grace never came into it.
     assert!(took < Duration::from_millis(2500), "the cancel took {took:?} to reach the runner");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_database_gets_503s_and_the_node_recovers_by_itself_when_it_is_writable_again() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let node = Node::start(&db, "a", NodeOptions::default()).await;
+    let long = start(&node, &json!({"type": "demo", "target": "long", "params": {"steps": 30, "step_ms": 100}})).await;
+    let (node, long) = (&node, &long);
+    eventually(Duration::from_secs(20), "the long operation running", || async move {
+        let op = op(node, long).await;
+        if op["status"] == "running" { Ok(()) } else { Err(op.to_string()) }
+    })
+    .await;
+
+    // Read-only for every new session, and every session made new.
+    db.set_read_only(true).await;
+    db.terminate_backends().await;
+    let demo = |i: usize| json!({"type": "demo", "target": format!("ro-{i}"), "params": {"steps": 1, "step_ms": 1}});
+    let next = AtomicUsize::new(0);
+    let next = &next;
+    let refused = eventually(Duration::from_secs(20), "a start refused with 503", || async move {
+        let reply = node.post("/api/v1/operations", &demo(next.fetch_add(1, Ordering::SeqCst))).await;
+        match reply.status {
+            503 => Ok(reply),
+            202 => Err(format!("{reply:?}")),
+            _ => panic!("a start on a read-only database is admitted or answered 503, never: {reply:?}"),
+        }
+    })
+    .await;
+    assert!(refused.retry_after.is_some(), "{refused:?}");
+    assert!(refused.content_type.starts_with("application/problem+json"), "{refused:?}");
+    // Failed, and why: the first failure may be the killed connections, the
+    // next ones say that the database refuses writes.
+    eventually(Duration::from_secs(10), "the status saying storage failed as read-only", || async move {
+        let status = node.status().await;
+        let read_only = status["storage_error"].as_str().is_some_and(|why| why.contains("read-only"));
+        if status["storage"] == "failed" && read_only { Ok(()) } else { Err(status.to_string()) }
+    })
+    .await;
+    assert_eq!(node.get("/readyz").await.status, 503);
+
+    // Writable again: the node finds out by itself.
+    db.set_read_only(false).await;
+    let lifted = Instant::now();
+    let id = eventually(Duration::from_secs(30), "starts admitted again", || async move {
+        let reply = node.post("/api/v1/operations", &demo(next.fetch_add(1, Ordering::SeqCst))).await;
+        match reply.status {
+            202 => Ok(reply.body["id"].as_str().unwrap().to_owned()),
+            503 => Err(format!("{reply:?}")),
+            _ => panic!("a start after the database is writable again: {reply:?}"),
+        }
+    })
+    .await;
+    eprintln!("starts admitted again {:?} after the database was writable", lifted.elapsed());
+    let id = &id;
+    eventually(Duration::from_secs(20), "the new operation completing", || async move {
+        let op = op(node, id).await;
+        if op["status"] == "completed" { Ok(()) } else { Err(op.to_string()) }
+    })
+    .await;
+    // The operation that ran through it ends: completed, or interrupted if
+    // its outcome could not be held long enough. Nothing stays running.
+    let ended = eventually(Duration::from_secs(40), "the long operation ending", || async move {
+        let op = op(node, long).await;
+        if is_terminal(&op) { Ok(op) } else { Err(op.to_string()) }
+    })
+    .await;
+    assert!(ended["status"] == "completed" || ended["error"]["code"] == "interrupted", "{ended}");
+    eprintln!("the long operation ended {} {:?} after", ended["status"], lifted.elapsed());
+    let status = node.status().await;
+    assert_eq!(status["storage"], "ok", "{status}");
+    assert_eq!(node.get("/readyz").await.status, 200);
+    let log = node.log();
+    assert!(!log.contains("panicked"), "{log}");
 }

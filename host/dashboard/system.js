@@ -48,10 +48,16 @@ export class SystemPanel {
     for (const [name, , format] of FIGURES) {
       setText(this.values[name], status && typeof status[name] === "number" ? format(status[name]) : "–");
     }
-    // Below the free-space floor the server refuses new operations (507).
-    const low = status?.storage === "low_space";
-    setText(this.values.storage_state, !status?.storage ? "–" : low ? "Low on space: new operations refused" : "OK");
-    this.values.storage_state.classList.toggle("warning", low);
+    // Below the free-space floor the server refuses new operations (507);
+    // while writes fail it refuses them with 503 until the store recovers.
+    const state = status?.storage;
+    const text = {
+      low_space: "Low on space: new operations refused",
+      failed: `Storage failed: new operations refused until it recovers (${status?.storage_error ?? "no reason given"})`,
+      ok: "OK",
+    };
+    setText(this.values.storage_state, !state ? "–" : (text[state] ?? state));
+    this.values.storage_state.classList.toggle("warning", state === "low_space" || state === "failed");
     setText(this.values.version, this.server?.version ?? document.querySelector('meta[name="opal-version"]')?.content);
     this.tick();
     setText(this.updated, this.store.systemAt ? `Updated ${clock(new Date(this.store.systemAt).toISOString())}` : "");

@@ -94,6 +94,9 @@ pub struct ServerConfig {
     /// `postgres://…` to run as a node of a cluster sharing that database;
     /// `None` for the redb file in `data_dir`.
     pub store_url: Option<String>,
+    /// Wraps the redb file's storage backend: the hook through which the
+    /// storage-fault tests inject I/O errors. Not settable from a file.
+    pub storage_wrap: Option<crate::store::redb::Wrap>,
     /// This node's name in a cluster, shown in the status and on the
     /// operations it runs (default: hostname and pid).
     pub node_id: String,
@@ -302,6 +305,7 @@ impl Default for ServerConfig {
             auth: AuthConfig::dev(),
             limits: Limits::default(),
             store_url: None,
+            storage_wrap: None,
             node_id: default_node_id(),
             lease: Duration::from_secs(10),
             min_free: None,

@@ -104,7 +104,19 @@ enum PluginCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Runs the command; a failure is one line on stderr (`error: ` and its
+/// causes, joined) and exit code 1, never a backtrace.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

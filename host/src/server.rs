@@ -87,7 +87,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         Some(url) => Location::Postgres(url.clone()),
         None => Location::Redb(config.data_dir.clone()),
     };
-    let (store, store_tasks) = Store::open(&location, &config.node_id, sink.clone()).await?;
+    let (store, store_tasks) =
+        Store::open_wrapped(&location, &config.node_id, sink.clone(), config.storage_wrap.clone()).await?;
     let terminal =
         OperationFilter { statuses: vec![Status::Completed, Status::Failed, Status::Cancelled], ..Default::default() };
     // Seeded before any event can be published: the writer's events reach the

@@ -33,9 +33,14 @@ pub struct SystemStatus {
     pub storage_bytes: u64,
     /// Free space on the data directory's file system, in bytes.
     pub disk_free_bytes: u64,
-    /// `ok`, or `low_space` while the data directory is below its floor and
-    /// new starts are refused (507).
+    /// `ok`; `low_space` while the data directory is below its floor and
+    /// new starts are refused (507); `failed` while writes fail (an I/O
+    /// error, a database that refuses writes) and starts get 503 until the
+    /// store recovers by itself.
     pub storage: &'static str,
+    /// Why writes fail, while `storage` is `failed`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage_error: Option<String>,
     /// The free-space floor, in bytes (0 where starts are not gated on it).
     pub min_free_bytes: u64,
 }
@@ -65,6 +70,12 @@ impl StatusSources {
         let storage_bytes = self.store.file_bytes().unwrap_or(0);
         let disk_free_bytes =
             rustix::fs::statvfs(&self.data_dir).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).unwrap_or(0);
+        let failed = self.store.condition().failed;
+        let storage = match (&failed, space.as_ref().is_some_and(crate::space::Space::low)) {
+            (Some(_), _) => "failed",
+            (None, true) => "low_space",
+            (None, false) => "ok",
+        };
         SystemStatus {
             active_operations: running,
             queued_operations: queued,
@@ -72,7 +83,8 @@ impl StatusSources {
             plugins: self.registry.list().len(),
             storage_bytes,
             disk_free_bytes,
-            storage: if space.as_ref().is_some_and(crate::space::Space::low) { "low_space" } else { "ok" },
+            storage,
+            storage_error: failed,
             min_free_bytes: space.map_or(0, |s| s.floor),
         }
     }
@@ -111,4 +123,5 @@ fn same(a: &SystemStatus, b: &SystemStatus) -> bool {
         && a.storage_bytes.abs_diff(b.storage_bytes) < MIB
         && a.disk_free_bytes.abs_diff(b.disk_free_bytes) < MIB
         && a.storage == b.storage
+        && a.storage_error == b.storage_error
 }

@@ -199,6 +199,16 @@ impl TestDatabase {
         u64::try_from(row.get::<_, i64>(0)).unwrap_or(0)
     }
 
+    /// Makes the database read-only for new sessions (`default_transaction_read_only`),
+    /// or writable again.
+    pub async fn set_read_only(&self, read_only: bool) {
+        let sql = match read_only {
+            true => format!("ALTER DATABASE \"{}\" SET default_transaction_read_only = on", self.name),
+            false => format!("ALTER DATABASE \"{}\" RESET default_transaction_read_only", self.name),
+        };
+        self.admin.batch_execute(&sql).await.unwrap_or_else(|e| panic!("{sql}: {}", error_chain(&e)));
+    }
+
     /// How many connections the database has now.
     pub async fn backends(&self) -> u64 {
         let row = self

@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
     let access = state.access.clone();
     let app = Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/operations", post(operations::create).get(operations::list))
         .route("/api/v1/operations/{id}", get(operations::get))
@@ -77,6 +78,29 @@ pub fn router(state: AppState) -> Router {
     responses((status = 200, description = "The server runs", content_type = "text/plain", body = String, example = "ok")))]
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// `GET /readyz` answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Ready {
+    /// Always `true` (a server that is not ready answers 503).
+    ready: bool,
+}
+
+/// `GET /readyz`: 200 once the server can take work: its store is open
+/// and writes succeed, recovery has run and the plugins are loaded (the
+/// server listens only after both); 503 with the reason (and Retry-After)
+/// while writes fail. Needs no token.
+#[utoipa::path(get, path = "/readyz", tag = "meta", security(()),
+    responses(
+        (status = 200, description = "The server can take work", body = Ready),
+        (status = 503, description = "Writes fail; `detail` says why", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
+async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    match app.engine.store_condition().failed {
+        Some(why) => Err(ApiError::Unavailable(format!("storage failed: {why}"))),
+        None => Ok(Json(Ready { ready: true })),
+    }
 }
 
 #[derive(serde::Serialize, utoipa::ToSchema)]

@@ -114,6 +114,7 @@ impl Modify for BearerAuth {
         super::status,
         openapi_json,
         super::healthz,
+        super::readyz,
     ),
     components(schemas(
         Operation, OpError, Status, FieldError, Problem<'static>, NewOperation, NewSchedule, EventList, Schedule,
@@ -164,6 +165,7 @@ mod tests {
                 "/api/v1/schedules/{id}",
                 "/api/v1/status",
                 "/healthz",
+                "/readyz",
             ]
         );
         let create = &doc["paths"]["/api/v1/operations"]["post"]["responses"];

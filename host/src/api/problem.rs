@@ -144,14 +144,7 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Unavailable(detail) => {
                 tracing::warn!(error = %detail, "store unavailable");
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Service unavailable",
-                    "the store cannot take this request now; retry later",
-                    &[][..],
-                    None,
-                )
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail.as_str(), &[][..], None)
             }
         };
         let kind = format!("https://opal.dev/problems/{kind}");
@@ -183,7 +176,13 @@ const UNAVAILABLE_RETRY_SECONDS: u64 = 2;
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            StoreError::Unavailable(why) => {
+                ApiError::Unavailable(format!("the store cannot take this request now ({why}); retry later"))
+            }
+            // A read that failed on the redb file's storage.
+            e @ StoreError::Storage(redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::DatabaseClosed) => {
+                ApiError::Unavailable(format!("storage failed: {e}; retry later"))
+            }
             e => ApiError::Internal(e.to_string()),
         }
     }

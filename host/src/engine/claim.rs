@@ -6,13 +6,16 @@
 //! here) and, on a shared store, also every [`POLL`], in case a wake-up was
 //! missed. The store decides which operations a claim gets (oldest first,
 //! per-type limits store-wide, each to one node only); this task only bounds
-//! how many run here (`max_concurrent`).
+//! how many run here (`max_concurrent`). After the store recovers from a
+//! storage failure it first resolves what was left running here without a
+//! runner (see [`recovery`](super::recovery)).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Inner;
 use super::runner;
+
 use crate::model::{EventKind, OpError, Operation, Status, Timestamp};
 use crate::store::{Change, Claim, Expect};
 
@@ -32,7 +35,13 @@ pub(super) fn spawn(inner: &Arc<Inner>) {
 async fn claim_loop(inner: Arc<Inner>) {
     let work = inner.store.work();
     let poll = if inner.store.shared() { POLL } else { Duration::from_secs(3600) };
+    let mut recoveries = inner.store.condition().recoveries;
     loop {
+        let condition = inner.store.condition();
+        if condition.recoveries != recoveries && condition.failed.is_none() {
+            recoveries = condition.recoveries;
+            super::recovery::after_failure(&inner).await;
+        }
         let room = inner.lock_queue().room(inner.config.max_concurrent);
         let mut full = false;
         if room > 0 {

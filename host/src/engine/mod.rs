@@ -325,6 +325,11 @@ impl Engine {
         self.inner.store.kind()
     }
 
+    /// Whether the store's writes succeed now.
+    pub fn store_condition(&self) -> crate::store::Condition {
+        self.inner.store.condition()
+    }
+
     /// Pending (queued, store-wide) and running (on this node) counts.
     pub fn counts(&self) -> (usize, usize) {
         let (pending, running) = self.inner.lock_queue().counts();

@@ -13,9 +13,15 @@
 //! operation one wins, and its old owner can write nothing more. At start-up
 //! the `active` index is then reconciled, so duplicate prevention starts from
 //! the truth.
+//!
+//! After the store comes back from a storage failure, the operations it
+//! records as running on this node that no runner here holds any more (a
+//! claim whose answer was lost, a runner stopped while it held its outcome)
+//! are resolved the same way ([`after_failure`]).
 
 use std::sync::Arc;
 
+use super::Inner;
 use crate::model::{EventKind, OpError, Operation, Status, Timestamp};
 use crate::registry::Registry;
 use crate::store::{Change, Expect, Store, StoreError};
@@ -31,6 +37,33 @@ pub(super) async fn recover(store: &Store, registry: &Registry, node: &str) -> R
         tracing::warn!(count = repaired, "dropped stale entries from the active index");
     }
     Ok(())
+}
+
+/// Resolves the operations recorded as running on this node that have no
+/// runner here; called by the claimer (which starts every runner, so none
+/// starts meanwhile) after the store recovered from a storage failure.
+pub(super) async fn after_failure(inner: &Inner) {
+    let active = match inner.store.active().await {
+        Ok(active) => active,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for operations left without a runner");
+            return;
+        }
+    };
+    let node = inner.config.node.as_str();
+    let mut resolved = 0;
+    for op in active {
+        let mine = op.status == Status::Running && op.node.as_deref() == Some(node);
+        if !mine || inner.lock_queue().switch(op.id).is_some() {
+            continue;
+        }
+        let why = "the store failed while it ran, and its run could not be recorded";
+        match resolve(&inner.store, &inner.registry, op, why).await {
+            Ok(()) => resolved += 1,
+            Err(e) => tracing::warn!(error = %e, "cannot resolve an operation left without a runner"),
+        }
+    }
+    tracing::info!(resolved, "the store recovered; resolved the operations left without a runner");
 }
 
 /// Re-queues or fails one orphan; `Ok` also when another node got to it first.

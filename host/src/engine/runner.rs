@@ -102,24 +102,38 @@ pub(super) async fn run(
     record_end(inner, kind, op, at).await;
 }
 
-/// Commits the run's terminal transition. While the database is unavailable
-/// the outcome is held and retried, for as long as the lease could still be
-/// ours (a lease later, another node has taken the operation over and the
-/// fence refuses the write anyway).
+/// Commits the run's terminal transition. While the store is unavailable
+/// (the database is unreachable or refuses writes, the redb file is being
+/// reopened after an I/O error) the outcome is held and retried: on a
+/// private store until it commits or the server stops (the next start then
+/// records the run as interrupted); on a shared one for as long as the lease
+/// could still be ours (a lease later, another node has taken the operation
+/// over and the fence refuses the write anyway).
 async fn record_end(inner: &Inner, kind: EventKind, op: Operation, at: Timestamp) {
-    let give_up = tokio::time::Instant::now() + inner.config.lease * 2;
+    let give_up = inner.store.shared().then(|| tokio::time::Instant::now() + inner.config.lease * 2);
     let op = Arc::new(op);
+    let mut warned = false;
     loop {
         let change = Change::Operation { kind, operation: op.clone(), at, expect: Expect::Runner };
         match inner.store.commit(change).await {
-            Ok(_) => return,
+            Ok(_) => {
+                if warned {
+                    tracing::info!(op = %op.id, "recorded the held outcome");
+                }
+                return;
+            }
             Err(StoreError::Fenced(_, why)) => {
                 tracing::warn!(op = %op.id, "the end of this run was not recorded: {why}");
                 return;
             }
-            Err(StoreError::Unavailable(why)) if tokio::time::Instant::now() < give_up => {
-                tracing::warn!(op = %op.id, "the store is unavailable ({why}); holding the outcome and retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            Err(StoreError::Unavailable(why))
+                if give_up.is_none_or(|at| tokio::time::Instant::now() < at) && !inner.shutdown.is_cancelled() =>
+            {
+                if !warned {
+                    tracing::warn!(op = %op.id, "the store is unavailable ({why}); holding the outcome and retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
             }
             Err(e) => {
                 tracing::error!(op = %op.id, error = %e, "cannot record the end of an operation");

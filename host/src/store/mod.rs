@@ -16,6 +16,7 @@ mod change;
 mod error;
 mod filter;
 mod frame;
+mod health;
 mod inbox;
 pub mod postgres;
 pub mod redb;
@@ -29,6 +30,7 @@ use tokio::sync::Notify;
 pub use change::{Change, Claim, Expect, Publish, Receipt, Renewal};
 pub use error::StoreError;
 pub use filter::OperationFilter;
+pub use health::Condition;
 
 use crate::model::{Event, Operation, OperationId, Seq};
 use crate::schedule::Schedule;
@@ -47,6 +49,7 @@ pub enum Location {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    health: health::Health,
 }
 
 #[derive(Clone)]
@@ -94,16 +97,38 @@ impl Store {
         node: &str,
         sink: Arc<dyn Publish>,
     ) -> Result<(Store, StoreTasks), StoreError> {
+        Store::open_wrapped(location, node, sink, None).await
+    }
+
+    /// [`Store::open`], with the redb file's storage backend wrapped by
+    /// `wrap` (the fault-injection tests' hook).
+    pub async fn open_wrapped(
+        location: &Location,
+        node: &str,
+        sink: Arc<dyn Publish>,
+        wrap: Option<redb::Wrap>,
+    ) -> Result<(Store, StoreTasks), StoreError> {
+        let health = health::Health::new();
         match location {
             Location::Redb(dir) => {
-                let (store, writer) = redb::RedbStore::open(dir, sink)?;
-                Ok((Store { backend: Backend::Redb(store) }, StoreTasks::Redb(writer)))
+                let (store, writer) = redb::RedbStore::open(dir, wrap, sink, health.clone())?;
+                Ok((Store { backend: Backend::Redb(store), health }, StoreTasks::Redb(writer)))
             }
             Location::Postgres(url) => {
-                let (store, tasks) = postgres::PgStore::open(url, node, sink).await?;
-                Ok((Store { backend: Backend::Postgres(store) }, StoreTasks::Postgres(tasks)))
+                let (store, tasks) = postgres::PgStore::open(url, node, sink, health.clone()).await?;
+                Ok((Store { backend: Backend::Postgres(store), health }, StoreTasks::Postgres(tasks)))
             }
         }
+    }
+
+    /// Whether writes succeed now, and how often they came back after failing.
+    pub fn condition(&self) -> Condition {
+        self.health.now()
+    }
+
+    /// Follows [`Store::condition`].
+    pub fn watch_condition(&self) -> tokio::sync::watch::Receiver<Condition> {
+        self.health.watch()
     }
 
     /// `"redb"` or `"postgres"`, for the status.

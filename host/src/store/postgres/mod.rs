@@ -12,9 +12,13 @@
 //! - [`reads`]: the reads, the claim-free queries of leases and orphans,
 //!   through a bounded pool.
 //!
-//! Errors that mean "the database cannot be reached" become
-//! [`StoreError::Unavailable`] (HTTP 503 with Retry-After); connections are
-//! re-made by the pool and the feed by themselves.
+//! Errors that mean "the database cannot be reached" or "it refuses writes"
+//! (read-only, out of disk, a revoked privilege) become
+//! [`StoreError::Unavailable`] (HTTP 503 with Retry-After) and mark the store
+//! failed until a batch commits again. Connections are re-made by the pool
+//! and the feed by themselves; after a refused batch every pooled connection
+//! opened before it is replaced ([`Stale`]), since a session keeps the
+//! settings (such as `default_transaction_read_only`) it started with.
 
 mod apply;
 mod feed;
@@ -22,13 +26,14 @@ mod migrate;
 mod reads;
 mod writer;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::health::Health;
 use super::inbox::Inbox;
 use super::{Change, Publish, Receipt, StoreError};
 
@@ -68,7 +73,12 @@ impl Tasks {
 impl PgStore {
     /// Connects to `url`, migrates the database and starts the writer and
     /// the feed, which publishes every node's committed events to `sink`.
-    pub(super) async fn open(url: &str, node: &str, sink: Arc<dyn Publish>) -> Result<(PgStore, Tasks), StoreError> {
+    pub(super) async fn open(
+        url: &str,
+        node: &str,
+        sink: Arc<dyn Publish>,
+        health: Health,
+    ) -> Result<(PgStore, Tasks), StoreError> {
         let config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::Database(format!("invalid --store URL: {e}")))?;
         let manager = Manager::from_config(
@@ -76,7 +86,9 @@ impl PgStore {
             tokio_postgres::NoTls,
             ManagerConfig { recycling_method: RecyclingMethod::Fast },
         );
+        let stale = Stale::default();
         let pool = Pool::builder(manager)
+            .pre_recycle(stale.hook())
             .max_size(POOL_SIZE)
             .wait_timeout(Some(POOL_WAIT))
             .create_timeout(Some(POOL_WAIT))
@@ -89,7 +101,12 @@ impl PgStore {
         let (local, local_rx) = mpsc::unbounded_channel();
         let (tx, rx) = Inbox::new();
         let node: Arc<str> = Arc::from(node);
-        let writer = tokio::spawn(writer::run(pool.clone(), rx, node.clone(), local, work.clone()));
+        let writer = tokio::spawn(writer::run(
+            pool.clone(),
+            rx,
+            node.clone(),
+            writer::Reports { local, work: work.clone(), health, stale },
+        ));
         let stop_feed = CancellationToken::new();
         let feed = tokio::spawn(feed::run(
             config,
@@ -120,6 +137,26 @@ impl PgStore {
     }
 }
 
+/// Marks the pooled connections opened before a refused write as stale, so
+/// that the pool replaces them instead of handing them out again.
+#[derive(Clone, Default)]
+pub(super) struct Stale(Arc<Mutex<Option<Instant>>>);
+
+impl Stale {
+    /// Every connection opened before now is to be replaced.
+    pub(super) fn mark(&self) {
+        *self.0.lock().expect("stale poisoned") = Some(Instant::now());
+    }
+
+    fn hook(&self) -> Hook {
+        let stale = self.clone();
+        Hook::sync_fn(move |_, metrics| match *stale.0.lock().expect("stale poisoned") {
+            Some(before) if metrics.created < before => Err(HookError::message("opened before a refused write")),
+            _ => Ok(()),
+        })
+    }
+}
+
 /// What a PostgreSQL error means for the caller.
 pub(super) fn classify(e: tokio_postgres::Error) -> StoreError {
     use tokio_postgres::error::SqlState;
@@ -132,14 +169,31 @@ pub(super) fn classify(e: tokio_postgres::Error) -> StoreError {
         Some(code)
             if code.code().starts_with("08") || code.code().starts_with("57P") || code.code().starts_with("53") =>
         {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(reason(&e))
+        }
+        // The database refuses writes: made read-only, or a privilege revoked.
+        Some(code) if *code == SqlState::READ_ONLY_SQL_TRANSACTION || *code == SqlState::INSUFFICIENT_PRIVILEGE => {
+            StoreError::Unavailable(format!("the database refuses writes: {}", reason(&e)))
         }
         Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE => {
-            StoreError::Unavailable(format!("transaction conflict: {e}"))
+            StoreError::Unavailable(format!("transaction conflict: {}", reason(&e)))
         }
-        Some(_) => StoreError::Database(e.to_string()),
+        Some(_) => StoreError::Database(reason(&e)),
         // No SQLSTATE: an I/O error on the connection.
-        None => StoreError::Unavailable(e.to_string()),
+        None => StoreError::Unavailable(reason(&e)),
+    }
+}
+
+/// The database's own message and SQLSTATE, or the driver's error with its
+/// cause (a bare `db error` or `error communicating with the server` says
+/// nothing).
+fn reason(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 

@@ -17,7 +17,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_postgres::error::SqlState;
 
 use super::apply::{self, Pending};
-use super::unavailable;
+use super::{Stale, unavailable};
+use crate::store::health::Health;
 use axum::extract::ws::Utf8Bytes;
 
 use crate::model::{Event, EventKind};
@@ -29,13 +30,20 @@ const MAX_BATCH: usize = 512;
 /// How often a batch that lost a deadlock to another node's is tried again.
 const CONFLICT_RETRIES: usize = 5;
 
-pub(super) async fn run(
-    pool: Pool,
-    mut rx: mpsc::Receiver<Append>,
-    node: Arc<str>,
-    local: mpsc::UnboundedSender<Vec<Event>>,
-    work: Arc<Notify>,
-) {
+/// Where the writer reports what it did.
+pub(super) struct Reports {
+    /// This node's feed, which publishes the committed events.
+    pub(super) local: mpsc::UnboundedSender<Vec<Event>>,
+    /// Woken when a batch made claimable work.
+    pub(super) work: Arc<Notify>,
+    /// Failed while batches fail on the database, healthy once one commits.
+    pub(super) health: Health,
+    /// Marked when a batch failed, so the pool replaces its connections.
+    pub(super) stale: Stale,
+}
+
+pub(super) async fn run(pool: Pool, mut rx: mpsc::Receiver<Append>, node: Arc<str>, reports: Reports) {
+    let Reports { local, work, health, stale } = reports;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -55,6 +63,7 @@ pub(super) async fn run(
         };
         match result {
             Ok((outcomes, new_work, events)) => {
+                health.ok();
                 if !events.is_empty() {
                     // The feed publishes them in seq order with every other node's.
                     let _ = local.send(events);
@@ -69,6 +78,10 @@ pub(super) async fn run(
             Err(fatal) => {
                 let e = fatal.into_store_error();
                 tracing::error!(error = %e, changes = batch.len(), "database commit failed; batch dropped");
+                if let StoreError::Unavailable(why) = &e {
+                    health.failed(why);
+                    stale.mark();
+                }
                 for append in batch.drain(..) {
                     append.answer(Err(copy(&e)));
                 }

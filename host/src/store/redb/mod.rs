@@ -5,9 +5,11 @@
 //! [`writer`], which group-commits batches and only then hands the committed
 //! events to the [`Publish`] sink (the hub). The writer also keeps the queue
 //! of pending operations in memory ([`queue`]): this process is the only one
-//! that admits and claims, so the file needs no index of them.
+//! that admits and claims, so the file needs no index of them. After an I/O
+//! error the writer closes and reopens the file by itself ([`file`]).
 
 mod apply;
+mod file;
 mod history;
 mod queue;
 mod reads;
@@ -18,9 +20,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redb::Database;
 use tokio::sync::Notify;
 
+pub use file::Wrap;
+use file::{Opener, Slot};
+
+use super::health::Health;
 use super::inbox::Inbox;
 use super::{Change, Publish, Receipt, Renewal, StoreError};
 use crate::model::Operation;
@@ -28,7 +33,7 @@ use crate::model::Operation;
 /// The redb store.
 #[derive(Clone)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: Slot,
     writer: Inbox,
     history: u64,
     path: PathBuf,
@@ -52,12 +57,18 @@ impl WriterThread {
 }
 
 impl RedbStore {
-    /// Opens (or creates) `<dir>/opal.redb`, applies pending migrations and
-    /// starts the writer, which publishes committed events to `sink`.
-    pub(super) fn open(dir: &Path, sink: Arc<dyn Publish>) -> Result<(RedbStore, WriterThread), StoreError> {
+    /// Opens (or creates) `<dir>/opal.redb` (through `wrap`, if given),
+    /// applies pending migrations and starts the writer, which publishes
+    /// committed events to `sink` and keeps `health`.
+    pub(super) fn open(
+        dir: &Path,
+        wrap: Option<Wrap>,
+        sink: Arc<dyn Publish>,
+        health: Health,
+    ) -> Result<(RedbStore, WriterThread), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
-        let path = dir.join("opal.redb");
-        let db = Database::create(&path).map_err(|e| StoreError::Open(path.display().to_string(), e))?;
+        let opener = Opener::new(dir.join("opal.redb"), wrap);
+        let db = opener.open()?;
         let report = opal_migrations::migrate(&db)?;
         if report.from != report.to {
             tracing::info!(from = report.from, to = report.to, "migrated data file");
@@ -68,9 +79,13 @@ impl RedbStore {
         let (tx, rx) = Inbox::new();
         let work = Arc::new(Notify::new());
         let pending = Arc::new(AtomicUsize::new(0));
-        let thread = writer::spawn(db.clone(), rx, last_seq, sink, work.clone(), pending.clone())?;
+        let path = opener.path.clone();
+        let slot = Slot::new(db);
+        let shared =
+            writer::Shared { slot: slot.clone(), opener, sink, work: work.clone(), pending: pending.clone(), health };
+        let thread = writer::spawn(shared, rx, last_seq)?;
         let store = RedbStore {
-            db,
+            db: slot,
             writer: tx,
             history: report.history,
             path,

@@ -37,7 +37,7 @@ pub(super) fn decode(key: u128, bytes: &[u8]) -> Result<Operation, StoreError> {
 impl RedbStore {
     /// The operation with `id`, if it exists.
     pub(crate) async fn get(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let table = txn.open_table(OPERATIONS)?;
         table.get(id.to_key())?.map(|v| decode(id.to_key(), v.value())).transpose()
     }
@@ -51,7 +51,7 @@ impl RedbStore {
         limit: usize,
         before: Option<OperationId>,
     ) -> Result<Vec<Operation>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let table = txn.open_table(OPERATIONS)?;
         let upper = before.map(|b| b.to_key()).unwrap_or(u128::MAX);
         let mut out = Vec::with_capacity(limit.min(1000));
@@ -70,7 +70,7 @@ impl RedbStore {
 
     /// The operations holding a slot in the `active` index.
     pub(crate) async fn active(&self) -> Result<Vec<Operation>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let active = txn.open_table(ACTIVE)?;
         let ops = txn.open_table(OPERATIONS)?;
         let mut out = Vec::new();
@@ -87,7 +87,7 @@ impl RedbStore {
 
     /// The event frames of operation `id` with a seq above `since`, in order.
     pub(crate) async fn events(&self, id: OperationId, since: Seq) -> Result<Vec<(Seq, String)>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let table = txn.open_table(EVENTS)?;
         let key = id.to_key();
         let mut out = Vec::new();
@@ -101,12 +101,12 @@ impl RedbStore {
 
     /// The seq of the last committed event.
     pub(crate) async fn last_seq(&self) -> Result<Seq, StoreError> {
-        last_seq(&self.db)
+        last_seq(&*self.db.get()?)
     }
 
     /// Every schedule, oldest first.
     pub(crate) async fn schedules(&self) -> Result<Vec<Schedule>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db.get()?.begin_read()?;
         let table = txn.open_table(SCHEDULES)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
