@@ -1,5 +1,6 @@
 //! Overload: a plugin that computes without host calls must not slow the
-//! operations beside it, and `max_cpu_ms` bounds what it may compute.
+//! operations beside it, `max_cpu_ms` bounds what it may compute, and
+//! `runner_threads` bounds the cores a type may take.
 
 use std::time::Duration;
 
@@ -124,4 +125,65 @@ async fn a_config_whose_limits_cannot_hold_is_refused_at_start() {
     assert!(message.contains("max_concurrent = 1000") && message.contains("max_instances = 256"), "{message}");
     assert!(message.contains("at least 1016"), "the message says what would hold: {message}");
     assert!(!dir.path().join("opal.redb").exists(), "refused before anything was opened");
+}
+
+/// CPU time (user + system) of each thread of this process named `name`.
+fn thread_cpu(name: &str) -> Vec<Duration> {
+    let ticks = 100; // USER_HZ, as /proc counts
+    let mut out = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // After the name's closing parenthesis: state is field 3, utime 14, stime 15.
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+        out.push(Duration::from_millis((field(14) + field(15)) * 1000 / ticks));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_with_runner_threads_computes_on_its_own_threads_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = plugin_dir(dir.path(), &["faulty"]);
+    let server = TestServer::start_with(&dir.path().join("data"), |c| {
+        c.plugin_dirs = vec![plugins];
+        let policy = TypePolicy {
+            timeout: Some(Duration::from_secs(60)),
+            max_cpu: Some(Duration::from_millis(400)),
+            runner_threads: Some(1),
+            ..Default::default()
+        };
+        c.types.insert("faulty".into(), policy);
+    })
+    .await;
+    // The type's own thread, named after it (no other test makes one).
+    let own = thread_cpu("opal-t-faulty");
+    assert_eq!(own.len(), 1, "one thread of its own: {own:?}");
+    let started = std::time::Instant::now();
+    let mut spinners = Vec::new();
+    for i in 0..3 {
+        let body = json!({"type": "faulty", "target": format!("share-{i}"), "params": {"mode": "spin"}});
+        let reply = server.post("/api/v1/operations", &body).await;
+        assert_eq!(reply.status, 202, "{reply:?}");
+        spinners.push(reply.body["id"].as_str().unwrap().to_owned());
+    }
+    // A demo beside them runs on the shared threads and is not held back.
+    let demo = server.run_to_end("demo", "beside", json!({"steps": 5, "step_ms": 100})).await;
+    assert_eq!(demo["status"], "completed", "{demo}");
+    for id in &spinners {
+        let op = server.wait_terminal(id).await;
+        assert_eq!(op["error"]["code"], "cpu_limit", "{op}");
+    }
+    let took = started.elapsed();
+    // 3 x 400 ms of CPU on one thread take at least 1.2 s, however idle the
+    // machine; on both cores they would have taken 0.6 s.
+    assert!(took >= Duration::from_millis(1150), "3 x 400 ms of CPU within {took:?}: more than one core");
+    let spent = thread_cpu("opal-t-faulty")[0].saturating_sub(own[0]);
+    assert!(spent >= Duration::from_millis(1000), "the spinners computed on the type's own thread: {spent:?}");
+    server.stop().await;
 }

@@ -16,6 +16,7 @@
 //! exclusivity_group = "server" # overrides the plugin's declaration
 //! memory_mib = 256             # this plugin's memory cap (default: memory_limit_mib)
 //! max_log_mib = 64             # log kept per run (default: max_log_mib)
+//! runner_threads = 1           # its operations run on 1 thread of their own: at most 1 core
 //! sha256 = "9f2c…"             # pin: load only these contents (a string or a list)
 //!
 //! [types.install-server.params]  # defaults under each request's params (the request's fields win)
@@ -152,6 +153,9 @@ pub fn default_node_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The most threads of its own one type may run on (`runner_threads`).
+pub const MAX_RUNNER_THREADS: usize = 64;
+
 /// What the operator sets for one operation type.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +169,11 @@ pub struct TypePolicy {
     /// past it, the operation fails with code `cpu_limit`.
     #[serde(default, rename = "max_cpu_ms", deserialize_with = "millis")]
     pub max_cpu: Option<Duration>,
+    /// This type's share of the machine: its operations run on this many
+    /// threads of their own instead of the shared runner threads, so
+    /// together they never compute on more cores than that, whatever the
+    /// plugin does.
+    pub runner_threads: Option<usize>,
     /// Replaces the plugin's exclusivity group.
     pub exclusivity_group: Option<String>,
     /// This plugin's linear memory cap, in MiB.
@@ -559,6 +568,14 @@ impl ServerConfig {
             if policy.max_log_mib == Some(0) {
                 return Err(ConfigError::Value(name.clone(), format!("types.{name_}.max_log_mib must be at least 1")));
             }
+            if let Some(n) = policy.runner_threads
+                && !(1..=MAX_RUNNER_THREADS).contains(&n)
+            {
+                return Err(ConfigError::Value(
+                    name.clone(),
+                    format!("types.{name_}.runner_threads must be 1 to {MAX_RUNNER_THREADS}, not {n}"),
+                ));
+            }
         }
         config.types = file.types;
         config.auth = file.auth.into_config(base).map_err(|e| ConfigError::Value(name.clone(), e))?;
@@ -654,6 +671,9 @@ mod tests {
         assert!(err.contains("types.demo.memory_mib must be 1 to 4096"), "{err}");
         let err = parse("[types.demo]\nmax_log_mib = 0").unwrap_err().to_string();
         assert!(err.contains("types.demo.max_log_mib must be at least 1"), "{err}");
+        let err = parse("[types.demo]\nrunner_threads = 0").unwrap_err().to_string();
+        assert!(err.contains("types.demo.runner_threads must be 1 to 64, not 0"), "{err}");
+        assert_eq!(parse("[types.demo]\nrunner_threads = 2").unwrap().policy("demo").runner_threads, Some(2));
         let err = parse("max_wasm_stack_kib = 8").unwrap_err().to_string();
         assert!(err.contains("max_wasm_stack_kib must be 64 to 65536"), "{err}");
     }

@@ -92,6 +92,7 @@ async fn start(inner: &Arc<Inner>, op: Operation) {
         return;
     };
     let switch = inner.lock_queue().insert(op.id, op.attempt);
+    let handle = inner.runners.handle(&op.op_type).clone();
     let task = inner.clone();
     let run = async move {
         let id = op.id;
@@ -100,7 +101,7 @@ async fn start(inner: &Arc<Inner>, op: Operation) {
         task.lock_queue().finished(id);
         task.room.notify_one();
     };
-    inner.tasks.spawn_on(run, inner.runners.handle());
+    inner.tasks.spawn_on(run, &handle);
 }
 
 /// Fails an operation whose plugin version is not loaded on this node.

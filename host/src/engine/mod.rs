@@ -32,7 +32,7 @@ use crate::sandbox::Sandbox;
 use crate::store::{Change, OperationFilter, Store, StoreError};
 use cancel::CancelSwitch;
 use queue::Running;
-use runtime::RunnerRuntime;
+use runtime::Runners;
 
 /// Engine settings, from the operator's config.
 #[derive(Debug, Clone)]
@@ -165,8 +165,9 @@ struct Inner {
     room: tokio::sync::Notify,
     /// Runner tasks; spawned on `runners`, awaited at shutdown.
     tasks: TaskTracker,
-    /// Threads of the runners' own, apart from the sockets (see [`runtime`]).
-    runners: RunnerRuntime,
+    /// Threads of the runners' own, apart from the sockets, and of each type
+    /// that has its own (see [`runtime`]).
+    runners: Runners,
     shutdown: CancellationToken,
 }
 
@@ -181,7 +182,8 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Engine, StartError> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let runners = RunnerRuntime::start(threads).map_err(StartError::Threads)?;
+        let own = config.types.iter().filter_map(|(t, p)| Some((t.clone(), p.runner_threads?)));
+        let runners = Runners::start(threads, own).map_err(StartError::Threads)?;
         recovery::recover(&store, &registry, &config.node).await?;
         let shutdown = CancellationToken::new();
         let engine = Engine {

@@ -10,12 +10,45 @@
 //! the OS at once, whatever the sockets are doing: the dashboards' load never
 //! slows the operations they watch.
 //!
+//! A type with `runner_threads` set gets a runtime of its own with that many
+//! threads ([`Runners`]): its operations compute on those threads only, so a
+//! busy plugin of that type never takes more cores than its share, and the
+//! other operations keep the shared threads.
+//!
 //! Owned by the engine; dropping it stops the threads without blocking (at
 //! shutdown the engine has already waited for its runners).
 
+use std::collections::HashMap;
 use std::io;
 
 use tokio::runtime::{Builder, Handle, Runtime};
+
+/// The shared runner threads, and the threads of each type that has its own.
+pub(super) struct Runners {
+    shared: RunnerRuntime,
+    own: HashMap<String, RunnerRuntime>,
+}
+
+impl Runners {
+    /// `shared` threads for every type, plus `own` threads for each type named there.
+    pub(super) fn start(shared: usize, own: impl IntoIterator<Item = (String, usize)>) -> io::Result<Runners> {
+        let shared = RunnerRuntime::start(shared, "opal-runner")?;
+        let own = own
+            .into_iter()
+            .map(|(op_type, threads)| {
+                // A thread's name is cut to 15 bytes; the type's first letters say enough.
+                let name: String = format!("opal-t-{op_type}").chars().take(15).collect();
+                Ok((op_type, RunnerRuntime::start(threads, &name)?))
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Runners { shared, own })
+    }
+
+    /// Where a runner of `op_type` is spawned.
+    pub(super) fn handle(&self, op_type: &str) -> &Handle {
+        self.own.get(op_type).unwrap_or(&self.shared).handle()
+    }
+}
 
 /// A multi-threaded runtime for runner tasks.
 pub(super) struct RunnerRuntime {
@@ -25,11 +58,11 @@ pub(super) struct RunnerRuntime {
 }
 
 impl RunnerRuntime {
-    /// Starts `threads` worker threads (at least one), named `opal-runner`.
-    pub(super) fn start(threads: usize) -> io::Result<Self> {
+    /// Starts `threads` worker threads (at least one), named `name`.
+    fn start(threads: usize, name: &str) -> io::Result<Self> {
         let runtime = Builder::new_multi_thread()
             .worker_threads(threads.max(1))
-            .thread_name("opal-runner")
+            .thread_name(name)
             // A computing guest yields once per epoch tick (10 ms). By
             // default a worker polls its timers and I/O only every 61 task
             // polls, so beside a few busy guests a sleeping plugin's timer
@@ -41,7 +74,7 @@ impl RunnerRuntime {
     }
 
     /// Where runner tasks are spawned.
-    pub(super) fn handle(&self) -> &Handle {
+    fn handle(&self) -> &Handle {
         self.runtime.as_ref().expect("runtime present until dropped").handle()
     }
 }

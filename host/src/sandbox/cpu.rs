@@ -3,16 +3,27 @@
 //! A guest runs only while its call's future is being polled (in wasm, or in
 //! a host function that does not wait). Waiting in an async host call (a
 //! sleep, a socket) ends the poll, and so does the yield at each epoch tick.
-//! So the time spent inside polls is the time the guest held a thread: the
-//! call is wrapped in [`Metered`], which adds up each poll's duration, and
-//! the epoch callback reads [`CpuClock::used`] (the poll in progress
-//! included) to enforce `max_cpu_ms`.
+//! A poll runs on one thread from start to end, so the polling thread's own
+//! CPU clock (`CLOCK_THREAD_CPUTIME_ID`) read at both ends gives the CPU the
+//! guest used in it: time the OS gave to other threads meanwhile is not
+//! charged, however loaded the machine. The call is wrapped in [`Metered`],
+//! which adds up each poll's CPU, and the epoch callback (on the polling
+//! thread) reads [`CpuClock::used`], the poll in progress included, to
+//! enforce `max_cpu_ms`.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use rustix::time::{ClockId, clock_gettime};
+
+/// The CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    let now = clock_gettime(ClockId::ThreadCPUTime);
+    Duration::new(now.tv_sec.max(0) as u64, now.tv_nsec.clamp(0, 999_999_999) as u32)
+}
 
 /// The CPU time of one call. A std mutex, taken by the thread polling the
 /// call and by the epoch callback on that same thread: never contended.
@@ -25,25 +36,25 @@ pub(crate) struct CpuClock {
 struct ClockState {
     /// Polls that ended.
     spent: Duration,
-    /// When the poll in progress started.
-    since: Option<Instant>,
+    /// The polling thread's CPU time when the poll in progress started.
+    since: Option<Duration>,
 }
 
 impl CpuClock {
     /// Time spent in polls so far, the one in progress included.
     pub(crate) fn used(&self) -> Duration {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.spent + state.since.map_or(Duration::ZERO, |since| since.elapsed())
+        state.spent + state.since.map_or(Duration::ZERO, |since| thread_cpu().saturating_sub(since))
     }
 
     fn start(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).since = Some(Instant::now());
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).since = Some(thread_cpu());
     }
 
     fn stop(&self) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(since) = state.since.take() {
-            state.spent += since.elapsed();
+            state.spent += thread_cpu().saturating_sub(since);
         }
     }
 }
@@ -81,6 +92,15 @@ mod tests {
         Metered::new(tokio::time::sleep(Duration::from_millis(50)), &clock).await;
         assert!(clock.used() < Duration::from_millis(20), "a sleep is not CPU: {:?}", clock.used());
         Metered::new(async { std::thread::sleep(Duration::from_millis(30)) }, &clock).await;
-        assert!(clock.used() >= Duration::from_millis(30), "a blocking poll is: {:?}", clock.used());
+        assert!(clock.used() < Duration::from_millis(20), "nor is a thread that blocks: {:?}", clock.used());
+        let spin = async {
+            let until = std::time::Instant::now() + Duration::from_millis(30);
+            while std::time::Instant::now() < until {
+                std::hint::spin_loop();
+            }
+        };
+        Metered::new(spin, &clock).await;
+        // At least most of the 30 ms (the OS may have run other threads meanwhile).
+        assert!(clock.used() >= Duration::from_millis(15), "computing is: {:?}", clock.used());
     }
 }
