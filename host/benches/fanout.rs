@@ -188,7 +188,9 @@ impl Server {
             // beside the instances kept for validations.
             let config = data.path().join("opal.toml");
             let instances = a.operations.max(1) + opal_host::config::VALIDATION_INSTANCES as usize;
-            std::fs::write(&config, format!("max_instances = {}\n", instances.max(256))).unwrap();
+            // FANOUT_CONFIG: more lines for the server's config file, to compare settings.
+            let extra = std::env::var("FANOUT_CONFIG").unwrap_or_default().replace("\\n", "\n");
+            std::fs::write(&config, format!("max_instances = {}\n{extra}\n", instances.max(256))).unwrap();
             let mut opal = Command::new(&a.opal);
             opal.args(["serve", "--listen", "127.0.0.1:0", "--config"])
                 .arg(&config)

@@ -59,8 +59,9 @@ pub struct WsConfig {
     pub idle_timeout: Duration,
     /// Longest a single frame write may take before the peer counts as stalled.
     pub send_timeout: Duration,
-    /// Longest a run of progress alone waits for what follows it, so a wave
-    /// of progress leaves in few writes (see [`outbox`]); zero sends at once.
+    /// How long after a write a run of progress alone waits for what follows
+    /// it, so waves of progress leave in few writes (see [`outbox`]); progress
+    /// after a quiet spell, and zero, send at once.
     pub progress_delay: Duration,
 }
 

@@ -2,14 +2,19 @@
 //!
 //! Runs are written as soon as they arrive, with whatever else is queued,
 //! and flushed once: one syscall for many frames when events come thick and
-//! fast. The exception is a run that holds nothing but progress: progress is
+//! fast. The exception is a run that holds nothing but progress and comes
+//! within [`WsConfig::progress_delay`] of the socket's last write: progress is
 //! throttled already (one event per operation per window, 500 ms by
-//! default), so it may wait a little longer, [`WsConfig::progress_delay`] at
-//! most, for the runs that follow it. A progress wave over many operations
-//! then leaves in a few writes instead of one per committed batch, and the
-//! first run that is not only progress (a lifecycle or terminal event) takes
-//! everything held with it at once. Order is kept; nothing is dropped here
-//! but what [`superseded`] allows a socket that is behind to skip.
+//! default), so it may wait until that delay has passed, for the runs that
+//! follow it. A stream of progress waves over many operations then leaves in
+//! one write per delay instead of one per committed batch, and the first run
+//! that is not only progress (a lifecycle or terminal event) takes everything
+//! held with it at once. Progress after a quiet spell is written at once: held,
+//! the last window's trailing progress of operations about to end would be
+//! written together with, and ahead of, their terminal events (measured in
+//! docs/performance.md, "Terminal latency at moderate load"). Order is kept;
+//! nothing is dropped here but what [`superseded`] allows a socket that is
+//! behind to skip.
 //!
 //! [`WsConfig::progress_delay`]: super::WsConfig::progress_delay
 
@@ -34,11 +39,13 @@ pub(super) struct Outbox {
     delay: Duration,
     /// When the held runs must go out, if they are progress only.
     due: Option<Instant>,
+    /// When the last write went out.
+    last_write: Option<Instant>,
 }
 
 impl Outbox {
     pub(super) fn new(delay: Duration) -> Self {
-        Outbox { held: Vec::new(), delay, due: None }
+        Outbox { held: Vec::new(), delay, due: None, last_write: None }
     }
 
     /// Takes `run` and whatever else is queued (up to [`BATCH`] runs held).
@@ -52,10 +59,23 @@ impl Outbox {
             urgent |= !run.progress_only();
             self.held.push(run);
         }
-        if urgent || self.delay.is_zero() || self.held.len() >= BATCH {
+        self.decide(urgent || self.held.len() >= BATCH, Instant::now())
+    }
+
+    /// Whether what is held goes out now (`urgent`: not only progress, or a
+    /// full batch). Progress after a quiet spell goes out at once, a leading
+    /// edge; only progress that follows a write within the delay is held,
+    /// until the delay has passed since that write. So a lone progress wave
+    /// is never held into the path of the terminal events that follow it,
+    /// while a stream of waves still leaves in one write per delay.
+    fn decide(&mut self, urgent: bool, now: Instant) -> bool {
+        if urgent || self.delay.is_zero() {
             return true;
         }
-        self.due.get_or_insert_with(|| Instant::now() + self.delay);
+        let Some(last) = self.last_write.filter(|last| now.saturating_duration_since(*last) < self.delay) else {
+            return true;
+        };
+        self.due.get_or_insert(last + self.delay);
         false
     }
 
@@ -78,6 +98,7 @@ impl Outbox {
         limit: Duration,
     ) -> bool {
         self.due = None;
+        self.last_write = Some(Instant::now());
         let runs = std::mem::take(&mut self.held);
         let skip = superseded(&runs);
         let write = async {
@@ -104,5 +125,25 @@ impl Outbox {
             sink.flush().await
         };
         matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_after_a_quiet_spell_goes_at_once_and_progress_right_after_a_write_waits() {
+        let delay = Duration::from_millis(25);
+        let mut outbox = Outbox::new(delay);
+        let start = Instant::now();
+        assert!(outbox.decide(false, start), "the first progress is a leading edge");
+        outbox.last_write = Some(start);
+        assert!(!outbox.decide(false, start + Duration::from_millis(5)), "progress 5 ms after a write waits");
+        assert_eq!(outbox.due(), Some(start + delay), "until the delay has passed since that write");
+        assert!(outbox.decide(true, start + Duration::from_millis(6)), "a terminal event never waits");
+        outbox.due = None;
+        assert!(outbox.decide(false, start + Duration::from_millis(30)), "after a quiet spell: at once");
+        assert!(Outbox::new(Duration::ZERO).decide(false, start), "a zero delay holds nothing");
     }
 }
