@@ -26,7 +26,8 @@ fn dashboard_in_chromium() {
 
 /// The live scenarios again (updates in two tabs, kill -9 and restart, a
 /// server that lost its history) with every server on a PostgreSQL database
-/// of its own (`OPAL_TEST_DATABASE_URL`, as the cluster tests use).
+/// of its own (`OPAL_TEST_DATABASE_URL`, as the cluster tests use), and the
+/// storage scenario that needs one (a database made read-only).
 #[test]
 fn dashboard_on_postgres_in_chromium() {
     let admin = std::env::var("OPAL_TEST_DATABASE_URL")
@@ -38,7 +39,7 @@ fn dashboard_on_postgres_in_chromium() {
         eprintln!("NOTICE: skipping the dashboard's PostgreSQL run: {why}");
         return;
     }
-    run_suite(&[("OPAL_DASHBOARD_STORE", admin.as_str()), ("OPAL_DASHBOARD_FILES", "live")]);
+    run_suite(&[("OPAL_DASHBOARD_STORE", admin.as_str()), ("OPAL_DASHBOARD_FILES", "live,storage")]);
 }
 
 /// Runs the Playwright suite in Chromium, with `env` added. One run at a

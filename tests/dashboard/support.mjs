@@ -40,11 +40,11 @@ if (!existsSync(CHROMIUM)) {
   throw new Error(`Chromium is missing at ${CHROMIUM}: install it with \`apt-get install -y chromium\``);
 }
 
-const STORE_ADMIN = process.env.OPAL_DASHBOARD_STORE || null;
+export const STORE_ADMIN = process.env.OPAL_DASHBOARD_STORE || null;
 let databases = 0;
 
 /** Runs one SQL statement as the admin of OPAL_DASHBOARD_STORE. */
-function psql(sql) {
+export function psql(sql) {
   const run = spawnSync("psql", [STORE_ADMIN, "-qAtc", sql], { encoding: "utf8" });
   if (run.status !== 0) throw new Error(`psql ${sql}: ${run.stderr || run.error}`);
 }
