@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use opal_tests::serve::{Exit, Serve};
 use opal_tests::{TestServer, count_panics};
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
@@ -431,63 +432,3 @@ fn free_bytes(dir: &Path) -> u64 {
     String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df's figure")
 }
 
-/// `opal serve` on a data directory, its log in a temp directory.
-struct Serve {
-    base: String,
-    child: std::process::Child,
-    logs: tempfile::TempDir,
-}
-
-/// How a server that did not start ended.
-#[derive(Debug)]
-struct Exit {
-    code: Option<i32>,
-    stderr: String,
-}
-
-impl Serve {
-    async fn start(data: &Path, config: &Path) -> Result<Serve, Exit> {
-        let logs = tempfile::tempdir().unwrap();
-        let child = Command::new(opal_tests::cluster::opal_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-            .arg(data)
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info,wasmtime=warn,cranelift=warn")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(logs.path().join("out")).unwrap())
-            .stderr(std::fs::File::create(logs.path().join("err")).unwrap())
-            .spawn()
-            .expect("opal serve");
-        let mut serve = Serve { base: String::new(), child, logs };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = std::fs::read_to_string(serve.logs.path().join("out")).unwrap_or_default();
-            if let Some(addr) = out.lines().find_map(|l| l.trim().strip_prefix("listening on http://")) {
-                serve.base = format!("http://{addr}");
-                return Ok(serve);
-            }
-            if let Some(status) = serve.child.try_wait().unwrap() {
-                return Err(Exit { code: status.code(), stderr: serve.log() });
-            }
-            assert!(Instant::now() < deadline, "opal serve did not start:\n{}", serve.log());
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        let read = |name| std::fs::read_to_string(self.logs.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("out"), read("err"))
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}

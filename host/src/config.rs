@@ -17,6 +17,7 @@
 //! memory_mib = 256             # this plugin's memory cap (default: memory_limit_mib)
 //! max_log_mib = 64             # log kept per run (default: max_log_mib)
 //! runner_threads = 1           # its operations run on 1 thread of their own: at most 1 core
+//! retry = { attempts = 3, initial = "2s", max = "1m", jitter = 0.2, codes = ["plugin_error", "timeout"] }
 //! sha256 = "9f2c…"             # pin: load only these contents (a string or a list)
 //!
 //! [types.install-server.params]  # defaults under each request's params (the request's fields win)
@@ -57,6 +58,8 @@ pub struct ServerConfig {
     pub cache_dir: Option<PathBuf>,
     /// Directories of extra `*.wasm` plugins, besides the bundled ones.
     pub plugin_dirs: Vec<PathBuf>,
+    /// Directories of `*.toml` workflow definitions (`--workflows`, `[workflows] dirs`).
+    pub workflow_dirs: Vec<PathBuf>,
     /// Whether to load the plugins compiled into the binary.
     pub bundled_plugins: bool,
     /// Progress throttle window per operation.
@@ -157,7 +160,7 @@ pub fn default_node_id() -> String {
 pub const MAX_RUNNER_THREADS: usize = 64;
 
 /// What the operator sets for one operation type.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TypePolicy {
     /// Replaces the plugin's `default-timeout-ms`.
@@ -176,6 +179,10 @@ pub struct TypePolicy {
     pub runner_threads: Option<usize>,
     /// Replaces the plugin's exclusivity group.
     pub exclusivity_group: Option<String>,
+    /// Failed attempts of this type are tried again under this policy
+    /// (`[types.X.retry]`); a workflow step's own `retry` wins for its children.
+    #[serde(default, deserialize_with = "retry_policy")]
+    pub retry: Option<crate::model::RetryPolicy>,
     /// This plugin's linear memory cap, in MiB.
     pub memory_mib: Option<usize>,
     /// sha256 pins (hex): the plugin loads only if its component hashes to one.
@@ -192,6 +199,11 @@ pub struct TypePolicy {
     /// override any of them); the grants are the boundary.
     #[serde(default, deserialize_with = "param_defaults")]
     pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+fn retry_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<crate::model::RetryPolicy>, D::Error> {
+    let section = crate::model::RetrySection::deserialize(d)?;
+    crate::model::RetryPolicy::from_section(&section).map(Some).map_err(serde::de::Error::custom)
 }
 
 /// The capabilities the operator grants one plugin (`[types.X.grants]`).
@@ -296,6 +308,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("data"),
             cache_dir: None,
             plugin_dirs: Vec::new(),
+            workflow_dirs: Vec::new(),
             bundled_plugins: true,
             progress_window: Duration::from_millis(500),
             cancel_grace: Duration::from_secs(5),
@@ -346,6 +359,8 @@ struct ConfigFile {
     cache: Option<PathBuf>,
     #[serde(default)]
     plugins: Vec<PathBuf>,
+    #[serde(default)]
+    workflows: WorkflowsSection,
     progress_window_ms: Option<u64>,
     cancel_grace_ms: Option<u64>,
     memory_limit_mib: Option<usize>,
@@ -370,6 +385,15 @@ struct ConfigFile {
     node_id: Option<String>,
     #[serde(default)]
     store: StoreSection,
+}
+
+/// `[workflows]`: where workflow definitions are read from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkflowsSection {
+    /// Directories of `*.toml` workflow files.
+    #[serde(default)]
+    dirs: Vec<PathBuf>,
 }
 
 /// `[store]`: where the records live.
@@ -471,6 +495,7 @@ impl ServerConfig {
         }
         config.cache_dir = file.cache.map(|cache| base.join(cache));
         config.plugin_dirs = file.plugins.into_iter().map(|p| base.join(p)).collect();
+        config.workflow_dirs = file.workflows.dirs.into_iter().map(|p| base.join(p)).collect();
         let positive = |what: &str, v: u64| {
             if v == 0 { Err(ConfigError::Value(name.clone(), format!("{what} must be at least 1"))) } else { Ok(v) }
         };

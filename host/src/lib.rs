@@ -11,8 +11,9 @@
 //! | [`store`] | the redb file and its single group-commit writer |
 //! | [`sandbox`] | wasmtime: engine, limits, component cache, calls into plugins |
 //! | [`registry`] | which plugins are loaded, by operation type |
+//! | [`workflow`] | workflow definitions (TOML): steps, templates, the catalog of workflows |
 //! | [`progress`] | the per-operation progress throttle |
-//! | [`engine`] | operation lifecycle: admission, queue and limits, runners, cancel, recovery, retention |
+//! | [`engine`] | operation lifecycle: admission, queue and limits, runners, workflow drivers, gates, retries, cancel, recovery, retention |
 //! | [`schedule`] | recurring operations on a cron |
 //! | [`hub`] | topics, snapshots and fan-out to connections |
 //! | [`ws`] | the WebSocket protocol, heartbeats |
@@ -39,6 +40,7 @@ pub mod server;
 pub mod space;
 pub mod status;
 pub mod store;
+pub mod workflow;
 pub mod ws;
 
 pub use config::ServerConfig;

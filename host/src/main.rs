@@ -38,6 +38,9 @@ enum Command {
         /// A directory of extra *.wasm plugins, besides the bundled ones. Repeatable.
         #[arg(long = "plugins")]
         plugins: Vec<PathBuf>,
+        /// A directory of *.toml workflow definitions. Repeatable.
+        #[arg(long = "workflows", value_name = "DIR")]
+        workflows: Vec<PathBuf>,
         /// Progress throttle window per operation, in milliseconds [default: 500].
         #[arg(long)]
         progress_window_ms: Option<u64>,
@@ -137,6 +140,7 @@ fn run() -> anyhow::Result<()> {
             data,
             cache,
             plugins,
+            workflows,
             progress_window_ms,
             max_concurrent,
             store,
@@ -157,6 +161,7 @@ fn run() -> anyhow::Result<()> {
                 settings.cache_dir = Some(cache);
             }
             settings.plugin_dirs.extend(plugins);
+            settings.workflow_dirs.extend(workflows);
             if let Some(ms) = progress_window_ms {
                 settings.progress_window = Duration::from_millis(ms);
             }

@@ -24,6 +24,7 @@ use crate::sandbox::Sandbox;
 use crate::schedule::Schedules;
 use crate::status::StatusSources;
 use crate::store::{Location, OperationFilter, Publish, Store};
+use crate::workflow::Catalog;
 use crate::ws::SocketContext;
 
 /// A server that is accepting connections.
@@ -83,12 +84,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     crate::auth::check_bind(config.listen, &config.auth).map_err(anyhow::Error::msg)?;
     config.check_capacity().map_err(anyhow::Error::msg)?;
     let sink = Arc::new(LateHub { hub: OnceLock::new(), early: Mutex::new(Vec::new()) });
+    let feed = crate::engine::Feed::default();
     let location = match &config.store_url {
         Some(url) => Location::Postgres(url.clone()),
         None => Location::Redb(config.data_dir.clone()),
     };
     let (store, store_tasks) =
-        Store::open_wrapped(&location, &config.node_id, sink.clone(), config.storage_wrap.clone()).await?;
+        Store::open_wrapped(&location, &config.node_id, feed.tee(sink.clone()), config.storage_wrap.clone()).await?;
     let terminal =
         OperationFilter { statuses: vec![Status::Completed, Status::Failed, Status::Cancelled], ..Default::default() };
     // Seeded before any event can be published: the writer's events reach the
@@ -106,9 +108,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let sandbox = Sandbox::new(config.sandbox_config())?;
     let sources = config.plugin_sources();
     let registry = Arc::new(Registry::load(&sandbox, sources).await);
+    let workflows = Arc::new(Catalog::load(config.workflow_dirs.clone(), &registry));
     let engine = Engine::start(
         store.clone(),
         registry.clone(),
+        workflows.clone(),
+        feed,
         sandbox,
         EngineConfig {
             progress_window: config.progress_window,
@@ -137,6 +142,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     }
     let shutdown = CancellationToken::new();
     registry.clone().watch(config.plugin_poll, shutdown.clone());
+    workflows.watch(registry.clone(), config.plugin_poll, shutdown.clone());
     let schedules =
         Schedules::start(store.clone(), engine.clone(), config.limits.max_schedules, shutdown.clone()).await?;
     let status = StatusSources {
@@ -146,6 +152,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         data_dir: config.data_dir.clone(),
         store: store.clone(),
         started: std::time::Instant::now(),
+        kick: Arc::new(tokio::sync::Notify::new()),
     };
     status.clone().spawn_broadcast(config.status_interval, shutdown.clone());
     let access = crate::auth::Access::new(config.auth.clone(), config.limits.clone());

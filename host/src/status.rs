@@ -43,6 +43,9 @@ pub struct SystemStatus {
     pub storage_error: Option<String>,
     /// The free-space floor, in bytes (0 where starts are not gated on it).
     pub min_free_bytes: u64,
+    /// Whether the queue is paused (`POST /api/v1/queue/pause`): starts are
+    /// accepted and wait; running operations go on.
+    pub paused: bool,
 }
 
 /// Where the figures come from.
@@ -60,6 +63,8 @@ pub struct StatusSources {
     pub store: crate::store::Store,
     /// When the server started.
     pub started: Instant,
+    /// Wakes the broadcast at once (the queue was paused or resumed).
+    pub kick: Arc<tokio::sync::Notify>,
 }
 
 impl StatusSources {
@@ -86,7 +91,13 @@ impl StatusSources {
             storage,
             storage_error: failed,
             min_free_bytes: space.map_or(0, |s| s.floor),
+            paused: self.engine.paused(),
         }
+    }
+
+    /// Publishes the figures now if they changed, rather than at the next interval.
+    pub fn broadcast_now(&self) {
+        self.kick.notify_one();
     }
 
     /// Publishes `system.status` whenever the figures change, every `interval`.
@@ -97,7 +108,13 @@ impl StatusSources {
             let mut tick = tokio::time::interval(interval);
             let mut last: Option<SystemStatus> = None;
             loop {
-                if shutdown.run_until_cancelled(tick.tick()).await.is_none() {
+                let next = async {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        () = self.kick.notified() => {}
+                    }
+                };
+                if shutdown.run_until_cancelled(next).await.is_none() {
                     return;
                 }
                 let now = self.read();
@@ -124,4 +141,5 @@ fn same(a: &SystemStatus, b: &SystemStatus) -> bool {
         && a.disk_free_bytes.abs_diff(b.disk_free_bytes) < MIB
         && a.storage == b.storage
         && a.storage_error == b.storage_error
+        && a.paused == b.paused
 }

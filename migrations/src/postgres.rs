@@ -17,11 +17,13 @@ pub struct SqlMigration {
 }
 
 /// Every step, oldest first.
-pub const MIGRATIONS: &[SqlMigration] =
-    &[SqlMigration { version: 1, name: "initial", sql: include_str!("../postgres/0001_initial.sql") }];
+pub const MIGRATIONS: &[SqlMigration] = &[
+    SqlMigration { version: 1, name: "initial", sql: include_str!("../postgres/0001_initial.sql") },
+    SqlMigration { version: 2, name: "workflows", sql: include_str!("../postgres/0002_workflows.sql") },
+];
 
 /// The schema version this build writes.
-pub const LATEST: i32 = 1;
+pub const LATEST: i32 = 2;
 
 /// The advisory lock key held while migrating ("opal" + "mig" in ASCII), so
 /// nodes starting together apply each step once.

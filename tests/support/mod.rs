@@ -4,6 +4,7 @@
 //! clients, and bounded waits that fail with a message instead of hanging.
 
 pub mod cluster;
+pub mod serve;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};

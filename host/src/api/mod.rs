@@ -11,6 +11,7 @@ mod caller;
 mod guard;
 mod openapi;
 mod operations;
+mod gates;
 mod problem;
 mod schedules;
 
@@ -61,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/operations/{id}", get(operations::get))
         .route("/api/v1/operations/{id}/events", get(operations::events))
         .route("/api/v1/operations/{id}/cancel", post(operations::cancel))
+        .route("/api/v1/operations/{id}/approve", post(gates::approve))
+        .route("/api/v1/operations/{id}/reject", post(gates::reject))
+        .route("/api/v1/queue/pause", post(gates::pause))
+        .route("/api/v1/queue/resume", post(gates::resume))
         .route("/api/v1/schedules", post(schedules::create).get(schedules::list))
         .route("/api/v1/schedules/{id}", get(schedules::get).delete(schedules::delete))
         .route("/api/v1/status", get(status))
@@ -115,8 +120,11 @@ struct PluginList {
     responses((status = 200, description = "The loaded plugins, and the files that did not load", body = PluginList), (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"), (status = 403, description = "The caller's role may not do this", body = Problem<'static>, content_type = "application/problem+json")))]
 async fn list_plugins(State(app): State<AppState>, caller: Caller) -> Result<Json<PluginList>, ApiError> {
     caller.require(Role::Viewer, "reading plugins")?;
-    let plugins = app.registry.list().iter().map(|p| PluginDetail::of(&app, p)).collect();
-    Ok(Json(PluginList { plugins, refused: app.registry.refused() }))
+    let mut plugins: Vec<PluginDetail> = app.registry.list().iter().map(|p| PluginDetail::of(&app, p)).collect();
+    plugins.extend(app.engine.workflows().list().iter().map(|w| PluginDetail::of_workflow(&app, w)));
+    let mut refused = app.registry.refused();
+    refused.extend(app.engine.workflows().refused());
+    Ok(Json(PluginList { plugins, refused }))
 }
 
 /// `GET /api/v1/plugins/{name}` query parameters.
@@ -147,6 +155,13 @@ impl PluginDetail {
             param_defaults: app.engine.param_defaults(&plugin.name).clone(),
         }
     }
+
+    fn of_workflow(app: &AppState, flow: &crate::workflow::Loaded) -> Self {
+        PluginDetail {
+            summary: flow.summary(),
+            param_defaults: app.engine.param_defaults(&flow.workflow.name).clone(),
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/plugins/{name}", tag = "plugins",
@@ -166,6 +181,15 @@ async fn get_plugin(
     let axum::extract::Query(query) = query.map_err(|e| ApiError::field("", e.body_text()))?;
     let requirement =
         query.version.as_deref().map(version_req).transpose().map_err(|e| ApiError::field("version", e))?;
+    if let Some(flow) = app.engine.workflows().get(&name) {
+        return match &requirement {
+            Some(req) if !req.matches(&flow.workflow.version) => Err(ApiError::NotFound(format!(
+                "workflow {name} is version {}, which does not match {req}",
+                flow.workflow.version
+            ))),
+            _ => Ok(Json(PluginDetail::of_workflow(&app, &flow))),
+        };
+    }
     match app.registry.resolve(&name, requirement.as_ref()) {
         Ok(plugin) => Ok(Json(PluginDetail::of(&app, &plugin))),
         Err(Unresolved::UnknownType) => Err(ApiError::NotFound(format!("no plugin named {name:?}"))),

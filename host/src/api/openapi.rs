@@ -72,6 +72,17 @@ pub(super) struct NewSchedule {
     params: Option<Value>,
 }
 
+/// The body of `POST /api/v1/operations/{id}/approve` and `/reject`
+/// (optional). Documentation only, like [`NewOperation`].
+#[derive(serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+pub(super) struct DecisionBody {
+    /// Why, for the record (kept in the run's details and its event).
+    #[schema(min_length = 1, max_length = 2000)]
+    comment: Option<String>,
+}
+
 /// `GET /api/v1/operations/{id}/events`: the stored event frames (see docs/protocol.md).
 #[derive(ToSchema)]
 #[allow(dead_code)]
@@ -105,6 +116,10 @@ impl Modify for BearerAuth {
         super::operations::get,
         super::operations::events,
         super::operations::cancel,
+        super::gates::approve,
+        super::gates::reject,
+        super::gates::pause,
+        super::gates::resume,
         super::schedules::create,
         super::schedules::list,
         super::schedules::get,
@@ -118,7 +133,7 @@ impl Modify for BearerAuth {
     ),
     components(schemas(
         Operation, OpError, Status, FieldError, Problem<'static>, NewOperation, NewSchedule, EventList, Schedule,
-        ScheduleRun, RunOutcome, PluginSummary, RefusedPlugin, SystemStatus
+        ScheduleRun, RunOutcome, PluginSummary, RefusedPlugin, SystemStatus, DecisionBody, super::gates::QueueState
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -157,10 +172,14 @@ mod tests {
                 "/api/v1/openapi.json",
                 "/api/v1/operations",
                 "/api/v1/operations/{id}",
+                "/api/v1/operations/{id}/approve",
                 "/api/v1/operations/{id}/cancel",
                 "/api/v1/operations/{id}/events",
+                "/api/v1/operations/{id}/reject",
                 "/api/v1/plugins",
                 "/api/v1/plugins/{name}",
+                "/api/v1/queue/pause",
+                "/api/v1/queue/resume",
                 "/api/v1/schedules",
                 "/api/v1/schedules/{id}",
                 "/api/v1/status",

@@ -90,10 +90,10 @@ pub(super) fn parse_create(bytes: &[u8]) -> Result<SubmitRequest, ApiError> {
     let (Some(op_type), Some(target)) = (op_type, target) else {
         return Err(ApiError::Internal("a missing field passed validation".into()));
     };
-    Ok(SubmitRequest { op_type, target, params, created_by: "api".to_owned(), idempotency_key, version })
+    Ok(SubmitRequest { op_type, target, params, created_by: "api".to_owned(), idempotency_key, version, child: None })
 }
 
-fn parse_id(id: &str) -> Result<OperationId, ApiError> {
+pub(super) fn parse_id(id: &str) -> Result<OperationId, ApiError> {
     id.parse().map_err(|_| ApiError::field("id", format!("{id:?} is not an operation id (a 26-character ULID)")))
 }
 
@@ -134,7 +134,7 @@ pub(super) struct ListQuery {
     cursor: Option<String>,
     /// One status or several, comma-separated (`pending,running`).
     #[param(
-        pattern = "^(pending|running|completed|failed|cancelled)(,(pending|running|completed|failed|cancelled))*$"
+        pattern = "^(pending|running|waiting|completed|failed|cancelled)(,(pending|running|waiting|completed|failed|cancelled))*$"
     )]
     status: Option<String>,
     /// Only this type.
@@ -144,6 +144,9 @@ pub(super) struct ListQuery {
     target: Option<String>,
     /// Only operations started by this creator (`user:ann`, `schedule:<id>`, `api`).
     created_by: Option<String>,
+    /// Only the steps (children) of this workflow run.
+    #[param(pattern = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
+    parent: Option<String>,
 }
 
 fn parse_statuses(text: &str) -> Result<Vec<Status>, ApiError> {
@@ -152,7 +155,7 @@ fn parse_statuses(text: &str) -> Result<Vec<Status>, ApiError> {
             serde_json::from_value(Value::String(s.trim().to_owned())).map_err(|_| {
                 ApiError::field(
                     "status",
-                    format!("{s:?} is not a status (pending, running, completed, failed, cancelled)"),
+                    format!("{s:?} is not a status (pending, running, waiting, completed, failed, cancelled)"),
                 )
             })
         })
@@ -195,6 +198,11 @@ pub(super) async fn list(
         op_type: query.op_type,
         target: query.target,
         created_by: query.created_by,
+        parent: query
+            .parent
+            .as_deref()
+            .map(|p| p.parse().map_err(|_| ApiError::field("parent", format!("{p:?} is not an operation id"))))
+            .transpose()?,
         scope: (!caller.0.scope.is_all()).then(|| caller.0.scope.clone()),
     };
     let operations = app.engine.list(&filter, limit, before).await?;

@@ -21,6 +21,8 @@ pub(super) struct CancelSwitch {
     /// Wakes the runner when the grace period is over, so it drops the run
     /// even while the guest is blocked in an async host call (a sleep).
     pub(super) force: tokio::sync::Notify,
+    /// Woken when a cancel is asked, for a workflow run's driver.
+    pub(super) asked: tokio::sync::Notify,
     /// Who asked, for the record.
     pub(super) by: Mutex<Option<String>>,
     /// Set when this node lost the operation (its lease was taken over):
@@ -52,28 +54,36 @@ impl Engine {
     /// running one sees `cancelled()` at once (on another node of a cluster,
     /// at that node's next lease renewal) and is stopped by force after the
     /// grace period. Either way it ends `cancelled`.
+    /// A workflow run's driver cancels its running children and starts
+    /// nothing more.
     pub async fn cancel(&self, id: OperationId, by: &str) -> Result<Operation, CancelError> {
+        self.inner.cancel(id, by).await
+    }
+}
+
+impl Inner {
+    pub(super) async fn cancel(&self, id: OperationId, by: &str) -> Result<Operation, CancelError> {
         // A claim may start a pending operation while we look: try again.
         for _ in 0..100 {
-            let switch = self.inner.lock_queue().switch(id);
+            let switch = self.lock_queue().switch(id);
             if let Some(switch) = switch {
-                self.inner.request_cancel(switch, by);
-                return self.inner.store.get(id).await?.ok_or(CancelError::NotFound(id));
+                self.request_cancel(switch, by);
+                return self.store.get(id).await?.ok_or(CancelError::NotFound(id));
             }
-            let op = match self.inner.store.get(id).await? {
+            let op = match self.store.get(id).await? {
                 None => return Err(CancelError::NotFound(id)),
                 Some(op) if op.status.is_terminal() => return Err(CancelError::AlreadyEnded(Box::new(op))),
                 Some(op) => op,
             };
             match op.status {
-                Status::Pending => match self.inner.cancel_pending(op, by).await {
+                Status::Pending => match self.cancel_pending(op, by).await {
                     Ok(op) => return Ok(op),
                     Err(StoreError::Fenced(..)) => continue,
                     Err(e) => return Err(e.into()),
                 },
                 // Running on another node: its owner acts on the request.
-                _ if self.inner.store.shared() && op.node.as_deref() != Some(self.node()) => {
-                    self.inner.store.commit(Change::RequestCancel { id, by: by.to_owned() }).await?;
+                _ if self.store.shared() && op.node.as_deref() != Some(self.config.node.as_str()) => {
+                    self.store.commit(Change::RequestCancel { id, by: by.to_owned() }).await?;
                     return Ok(op);
                 }
                 // Claimed here a moment ago; its runner is about to register.
@@ -82,9 +92,7 @@ impl Engine {
         }
         Err(CancelError::Store(StoreError::Closed))
     }
-}
 
-impl Inner {
     /// Asks a running operation to stop, and forces it after the grace period.
     pub(super) fn request_cancel(&self, switch: Arc<CancelSwitch>, by: &str) {
         // The first to ask is the one who cancelled it; a repeated request changes nothing.
@@ -95,6 +103,7 @@ impl Inner {
             first
         };
         switch.requested.store(true, Ordering::Relaxed);
+        switch.asked.notify_one();
         if !first {
             return;
         }

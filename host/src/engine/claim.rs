@@ -44,9 +44,12 @@ async fn claim_loop(inner: Arc<Inner>) {
         }
         let room = inner.lock_queue().room(inner.config.max_concurrent);
         let mut full = false;
+        let mut wake_at = None;
         if room > 0 {
             match inner.store.commit(Change::Claim(claim(&inner, room))).await {
                 Ok(receipt) => {
+                    inner.paused.store(receipt.paused, std::sync::atomic::Ordering::Relaxed);
+                    wake_at = receipt.wake_at;
                     inner.lock_queue().set_pending(receipt.pending);
                     full = receipt.claimed.len() == room && receipt.pending > 0;
                     for op in receipt.claimed {
@@ -65,23 +68,40 @@ async fn claim_loop(inner: Arc<Inner>) {
             inner.room.notified().await;
             continue;
         }
+        // A retry that is not due yet wakes the claimer when it is.
+        let until_due = wake_at
+            .and_then(|at: crate::model::Timestamp| at.system_time().duration_since(std::time::SystemTime::now()).ok())
+            .map_or(poll, |d| d.min(poll) + Duration::from_millis(1));
         tokio::select! {
             () = work.notified() => {}
             () = inner.room.notified() => {}
-            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep(until_due) => {}
         }
     }
 }
 
 fn claim(inner: &Inner, room: usize) -> Claim {
-    let types: Vec<String> = inner.registry.list().iter().map(|p| p.name.clone()).collect();
+    let mut types: Vec<String> = inner.registry.list().iter().map(|p| p.name.clone()).collect();
+    types.extend(inner.workflows.list().iter().map(|w| w.workflow.name.clone()));
     let limits = inner.config.types.iter().filter_map(|(t, p)| Some((t.clone(), p.max_concurrent?))).collect();
     Claim { node: inner.config.node.clone(), max: room, types, limits, lease: inner.config.lease }
 }
 
 /// Starts a runner for `op`, which the store now records as running here,
-/// with the plugin it was admitted with (or the same version, loaded here).
+/// with the plugin it was admitted with (or the same version, loaded here);
+/// or, for a workflow run, its driver.
 async fn start(inner: &Arc<Inner>, op: Operation) {
+    if let Some(flow) = inner.workflows.get(&op.op_type) {
+        let switch = inner.lock_queue().insert(op.id, op.attempt, true);
+        let task = inner.clone();
+        inner.tasks.spawn(async move {
+            let id = op.id;
+            super::drive::drive(&task, op, flow, switch).await;
+            task.lock_queue().finished(id);
+            task.room.notify_one();
+        });
+        return;
+    }
     let admitted = inner.admitted.lock().expect("admitted poisoned").remove(&op.id);
     let plugin = admitted.or_else(|| {
         let version = semver::Version::parse(&op.plugin_version).ok()?;
@@ -91,7 +111,7 @@ async fn start(inner: &Arc<Inner>, op: Operation) {
         unavailable(inner, op).await;
         return;
     };
-    let switch = inner.lock_queue().insert(op.id, op.attempt);
+    let switch = inner.lock_queue().insert(op.id, op.attempt, false);
     let handle = inner.runners.handle(&op.op_type).clone();
     let task = inner.clone();
     let run = async move {

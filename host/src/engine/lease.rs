@@ -90,7 +90,7 @@ async fn reap(inner: &Inner) {
     };
     for op in orphans {
         let why = format!("its node {} stopped renewing its lease", op.node.as_deref().unwrap_or("?"));
-        if let Err(e) = recovery::resolve(&inner.store, &inner.registry, op, &why).await {
+        if let Err(e) = recovery::resolve(&inner.store, &inner.registry, &inner.workflows, op, &why).await {
             tracing::warn!(error = %e, "cannot take over an expired lease");
         }
     }

@@ -11,14 +11,19 @@
 mod cancel;
 mod claim;
 mod defaults;
+mod drive;
+pub mod feed;
+mod gate;
 mod lease;
 mod queue;
 mod recovery;
 mod retention;
+mod retry;
 mod runner;
 mod runtime;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,11 +31,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::TypePolicy;
-use crate::model::{FieldError, Operation, OperationId, Seq};
+use crate::model::{FieldError, Operation, OperationId, RetryPolicy, Seq};
 use crate::registry::{Plugin, Registry, Unresolved};
 use crate::sandbox::Sandbox;
 use crate::store::{Change, OperationFilter, Store, StoreError};
+use crate::workflow::Catalog;
 use cancel::CancelSwitch;
+pub use feed::Feed;
+pub use gate::{DecideError, Decision, Gate};
 use queue::Running;
 use runtime::Runners;
 
@@ -74,6 +82,30 @@ pub struct SubmitRequest {
     pub idempotency_key: Option<String>,
     /// Which plugin versions may run it; the highest loaded one if `None`.
     pub version: Option<semver::VersionReq>,
+    /// Set when a workflow run starts it as one of its steps.
+    pub child: Option<Child>,
+}
+
+/// What makes an operation a step of a workflow run.
+#[derive(Debug, Clone)]
+pub struct Child {
+    /// The run.
+    pub parent: OperationId,
+    /// The step's name.
+    pub step: String,
+    /// Its index among a `for_each` step's children.
+    pub item: Option<u32>,
+    /// The step's retry policy (else the type's, if any).
+    pub retry: Option<RetryPolicy>,
+}
+
+/// What runs an operation type: a plugin, or a workflow's steps.
+#[derive(Clone)]
+pub enum Runnable {
+    /// A plugin's `run`.
+    Plugin(Arc<Plugin>),
+    /// A workflow run, driven by the engine.
+    Workflow(Arc<crate::workflow::Loaded>),
 }
 
 /// What a successful submit did.
@@ -153,8 +185,13 @@ pub struct Engine {
 struct Inner {
     store: Store,
     registry: Arc<Registry>,
+    workflows: Arc<Catalog>,
     sandbox: Arc<Sandbox>,
     config: EngineConfig,
+    /// Committed operation changes, for the workflow drivers.
+    feed: Feed,
+    /// Whether the queue is paused, as this node last learned it.
+    paused: AtomicBool,
     /// The operations running here. A std mutex: held for bookkeeping only,
     /// never across an await.
     queue: Mutex<Running>,
@@ -178,20 +215,26 @@ impl Engine {
     pub async fn start(
         store: Store,
         registry: Arc<Registry>,
+        workflows: Arc<Catalog>,
+        feed: Feed,
         sandbox: Arc<Sandbox>,
         config: EngineConfig,
     ) -> Result<Engine, StartError> {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let own = config.types.iter().filter_map(|(t, p)| Some((t.clone(), p.runner_threads?)));
         let runners = Runners::start(threads, own).map_err(StartError::Threads)?;
-        recovery::recover(&store, &registry, &config.node).await?;
+        recovery::recover(&store, &registry, &workflows, &config.node).await?;
+        let paused = AtomicBool::new(store.paused().await?);
         let shutdown = CancellationToken::new();
         let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 registry,
+                workflows,
                 sandbox,
                 config,
+                feed,
+                paused,
                 queue: Mutex::new(Running::default()),
                 admitted: Mutex::new(HashMap::new()),
                 room: tokio::sync::Notify::new(),
@@ -217,77 +260,43 @@ impl Engine {
         op_type: &str,
         version: Option<&semver::VersionReq>,
         params: &serde_json::Value,
-    ) -> Result<Arc<Plugin>, SubmitError> {
-        self.checked(op_type, version, params.clone()).await.map(|(plugin, _)| plugin)
-    }
-
-    /// [`Engine::check`], returning the params as merged with the defaults too.
-    async fn checked(
-        &self,
-        op_type: &str,
-        version: Option<&semver::VersionReq>,
-        requested: serde_json::Value,
-    ) -> Result<(Arc<Plugin>, serde_json::Value), SubmitError> {
-        let plugin = self.inner.registry.resolve(op_type, version).map_err(|e| match e {
-            Unresolved::UnknownType => SubmitError::UnknownType(op_type.to_owned()),
-            Unresolved::NoMatchingVersion(message) => SubmitError::Invalid(vec![FieldError::new("version", message)]),
-        })?;
-        let defaults = self.param_defaults(&plugin.name);
-        let params = defaults::merge(defaults, requested.clone());
-        let mut errors = plugin.schema.check(&params, "params");
-        if errors.is_empty() {
-            let text = params.to_string();
-            for (field, message) in plugin.component.validate(&self.inner.sandbox, &text).await? {
-                let field = if field.is_empty() { "params".to_owned() } else { format!("params/{field}") };
-                errors.push(FieldError::new(field, message));
-            }
-        }
-        defaults::blame(&mut errors, &plugin.name, defaults, &requested);
-        if errors.is_empty() { Ok((plugin, params)) } else { Err(SubmitError::Invalid(errors)) }
+    ) -> Result<(), SubmitError> {
+        self.inner.checked(op_type, version, params.clone()).await.map(|_| ())
     }
 
     /// The operator's params defaults for `op_type` (`[types.X.params]`; empty if none).
     pub fn param_defaults(&self, op_type: &str) -> &serde_json::Map<String, serde_json::Value> {
-        static NONE: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
-            std::sync::LazyLock::new(serde_json::Map::new);
-        self.inner.config.types.get(op_type).map_or(&*NONE, |policy| &policy.params)
+        self.inner.param_defaults(op_type)
     }
 
     /// Validates and admits a new operation (its params merged with the
     /// operator's defaults, as checked, stored and run), then queues it. Returns once the
     /// `pending` record is durable. Admission is atomic in the store: of many
-    /// identical concurrent requests exactly one is admitted.
+    /// identical concurrent requests exactly one is admitted. While the queue
+    /// is paused the operation waits in it like any other pending one.
     pub async fn submit(&self, request: SubmitRequest) -> Result<Submitted, SubmitError> {
-        if let Some(space) = self.space()
-            && space.low()
-        {
-            return Err(SubmitError::LowSpace(Box::new(space)));
+        self.inner.submit(request).await
+    }
+
+    /// Pauses (`true`) or resumes the queue, store-wide: while it is paused,
+    /// starts are accepted and wait; running operations go on.
+    pub async fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.inner.store.commit(Change::SetPaused(paused)).await?;
+        self.inner.paused.store(paused, Ordering::Relaxed);
+        if !paused {
+            self.inner.store.work().notify_one();
         }
-        let (plugin, params) = self.checked(&request.op_type, request.version.as_ref(), request.params).await?;
-        let policy = self.policy(&plugin.name);
-        let mut operation =
-            Operation::pending(&plugin.name, &plugin.version.to_string(), &request.target, params, &request.created_by);
-        operation.group = policy.exclusivity_group.or_else(|| plugin.exclusivity_group.clone());
-        operation.idempotency_key = request.idempotency_key;
-        match self.inner.store.commit(Change::Admit { operation: Arc::new(operation.clone()) }).await {
-            Ok(_) => {
-                self.inner.admitted.lock().expect("admitted poisoned").insert(operation.id, plugin);
-                self.inner.store.work().notify_one();
-                Ok(Submitted::Created(operation))
-            }
-            Err(StoreError::SlotTaken(holder)) => {
-                let holder = self.inner.store.get(holder).await?.ok_or(StoreError::Closed)?;
-                Err(SubmitError::Busy(Box::new(holder)))
-            }
-            Err(StoreError::Replay(original)) => {
-                let original = self.inner.store.get(original).await?.ok_or(StoreError::Closed)?;
-                let same = original.op_type == operation.op_type
-                    && original.target == operation.target
-                    && original.params == operation.params;
-                if same { Ok(Submitted::Replayed(original)) } else { Err(SubmitError::KeyReused(Box::new(original))) }
-            }
-            Err(e) => Err(e.into()),
-        }
+        Ok(())
+    }
+
+    /// Whether the queue is paused (on a cluster, as of this node's last claim).
+    pub fn paused(&self) -> bool {
+        self.inner.paused.load(Ordering::Relaxed)
+    }
+
+    /// The loaded workflows.
+    pub fn workflows(&self) -> &Arc<Catalog> {
+        &self.inner.workflows
     }
 
     /// The operation with `id`.
@@ -313,8 +322,7 @@ impl Engine {
     /// The data directory's free space against its floor, if starts are
     /// gated on it.
     pub fn space(&self) -> Option<crate::space::Space> {
-        let (dir, min_free) = self.inner.config.space.as_ref()?;
-        crate::space::Space::of(dir, *min_free)
+        self.inner.space()
     }
 
     /// This node's name.
@@ -338,11 +346,6 @@ impl Engine {
         (self.inner.store.pending_now().unwrap_or(pending), running)
     }
 
-    /// The operator's policy for `op_type`.
-    fn policy(&self, op_type: &str) -> TypePolicy {
-        self.inner.config.types.get(op_type).cloned().unwrap_or_default()
-    }
-
     /// Stops claiming and stops every runner. On a private store nothing
     /// is recorded for them (the next start deals with them, as after a
     /// crash); on a shared one each is handed back at once (see
@@ -358,5 +361,105 @@ impl Engine {
 impl Inner {
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, Running> {
         self.queue.lock().expect("queue poisoned")
+    }
+
+    /// The operator's policy for `op_type`.
+    fn policy(&self, op_type: &str) -> TypePolicy {
+        self.config.types.get(op_type).cloned().unwrap_or_default()
+    }
+
+    fn space(&self) -> Option<crate::space::Space> {
+        let (dir, min_free) = self.config.space.as_ref()?;
+        crate::space::Space::of(dir, *min_free)
+    }
+
+    fn param_defaults(&self, op_type: &str) -> &serde_json::Map<String, serde_json::Value> {
+        static NONE: std::sync::LazyLock<serde_json::Map<String, serde_json::Value>> =
+            std::sync::LazyLock::new(serde_json::Map::new);
+        self.config.types.get(op_type).map_or(&*NONE, |policy| &policy.params)
+    }
+
+    /// What runs `op_type` (a workflow, else the plugin version that meets
+    /// `version`), and the params as merged with the defaults, once checked.
+    async fn checked(
+        &self,
+        op_type: &str,
+        version: Option<&semver::VersionReq>,
+        requested: serde_json::Value,
+    ) -> Result<(Runnable, serde_json::Value), SubmitError> {
+        let defaults = self.param_defaults(op_type);
+        let params = defaults::merge(defaults, requested.clone());
+        if let Some(flow) = self.workflows.get(op_type) {
+            if let Some(version) = version
+                && !version.matches(&flow.workflow.version)
+            {
+                let message = format!("workflow {op_type} is version {}, which does not match {version}", flow.workflow.version);
+                return Err(SubmitError::Invalid(vec![FieldError::new("version", message)]));
+            }
+            let mut errors = flow.schema.check(&params, "params");
+            defaults::blame(&mut errors, op_type, defaults, &requested);
+            return if errors.is_empty() { Ok((Runnable::Workflow(flow), params)) } else { Err(SubmitError::Invalid(errors)) };
+        }
+        let plugin = self.registry.resolve(op_type, version).map_err(|e| match e {
+            Unresolved::UnknownType => SubmitError::UnknownType(op_type.to_owned()),
+            Unresolved::NoMatchingVersion(message) => SubmitError::Invalid(vec![FieldError::new("version", message)]),
+        })?;
+        let mut errors = plugin.schema.check(&params, "params");
+        if errors.is_empty() {
+            let text = params.to_string();
+            for (field, message) in plugin.component.validate(&self.sandbox, &text).await? {
+                let field = if field.is_empty() { "params".to_owned() } else { format!("params/{field}") };
+                errors.push(FieldError::new(field, message));
+            }
+        }
+        defaults::blame(&mut errors, &plugin.name, defaults, &requested);
+        if errors.is_empty() { Ok((Runnable::Plugin(plugin), params)) } else { Err(SubmitError::Invalid(errors)) }
+    }
+
+    async fn submit(&self, request: SubmitRequest) -> Result<Submitted, SubmitError> {
+        if let Some(space) = self.space()
+            && space.low()
+        {
+            return Err(SubmitError::LowSpace(Box::new(space)));
+        }
+        let (runnable, params) = self.checked(&request.op_type, request.version.as_ref(), request.params).await?;
+        let (name, version, declared_group) = match &runnable {
+            Runnable::Plugin(p) => (p.name.clone(), p.version.to_string(), p.exclusivity_group.clone()),
+            Runnable::Workflow(w) => (w.workflow.name.clone(), w.workflow.version.to_string(), None),
+        };
+        let policy = self.policy(&name);
+        let mut operation = Operation::pending(&name, &version, &request.target, params, &request.created_by);
+        operation.group = policy.exclusivity_group.or(declared_group);
+        operation.idempotency_key = request.idempotency_key;
+        operation.retry = policy.retry;
+        if let Some(child) = request.child {
+            operation.parent = Some(child.parent);
+            operation.step = Some(child.step);
+            operation.item = child.item;
+            if child.retry.is_some() {
+                operation.retry = child.retry;
+            }
+        }
+        match self.store.commit(Change::Admit { operation: Arc::new(operation.clone()) }).await {
+            Ok(_) => {
+                if let Runnable::Plugin(plugin) = runnable {
+                    self.admitted.lock().expect("admitted poisoned").insert(operation.id, plugin);
+                }
+                self.store.work().notify_one();
+                Ok(Submitted::Created(operation))
+            }
+            Err(StoreError::SlotTaken(holder)) => {
+                let holder = self.store.get(holder).await?.ok_or(StoreError::Closed)?;
+                Err(SubmitError::Busy(Box::new(holder)))
+            }
+            Err(StoreError::Replay(original)) => {
+                let original = self.store.get(original).await?.ok_or(StoreError::Closed)?;
+                let same = original.op_type == operation.op_type
+                    && original.target == operation.target
+                    && original.params == operation.params;
+                if same { Ok(Submitted::Replayed(original)) } else { Err(SubmitError::KeyReused(Box::new(original))) }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }

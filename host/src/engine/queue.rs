@@ -15,6 +15,10 @@ use crate::model::OperationId;
 #[derive(Default)]
 pub(super) struct Running {
     ops: HashMap<OperationId, Entry>,
+    /// How many of `ops` are workflow runs: they drive children and run no
+    /// plugin, so they take no place under `max_concurrent` (a run waiting
+    /// for its children in the last place would wait forever).
+    drivers: usize,
     /// Pending operations, store-wide, as the last claim counted them.
     pending: usize,
 }
@@ -23,17 +27,22 @@ pub(super) struct Running {
 pub(super) struct Entry {
     pub(super) attempt: u32,
     pub(super) switch: Arc<CancelSwitch>,
+    driver: bool,
 }
 
 impl Running {
     /// Room for how many more, under `max`.
     pub(super) fn room(&self, max: usize) -> usize {
-        max.saturating_sub(self.ops.len())
+        max.saturating_sub(self.ops.len() - self.drivers)
     }
 
-    pub(super) fn insert(&mut self, id: OperationId, attempt: u32) -> Arc<CancelSwitch> {
+    /// Registers a running operation (`driver`: a workflow run).
+    pub(super) fn insert(&mut self, id: OperationId, attempt: u32, driver: bool) -> Arc<CancelSwitch> {
         let switch = Arc::new(CancelSwitch::default());
-        self.ops.insert(id, Entry { attempt, switch: switch.clone() });
+        if let Some(old) = self.ops.insert(id, Entry { attempt, switch: switch.clone(), driver }) {
+            self.drivers -= usize::from(old.driver);
+        }
+        self.drivers += usize::from(driver);
         switch
     }
 
@@ -48,7 +57,9 @@ impl Running {
 
     /// Frees the place of a runner that ended.
     pub(super) fn finished(&mut self, id: OperationId) {
-        self.ops.remove(&id);
+        if let Some(old) = self.ops.remove(&id) {
+            self.drivers -= usize::from(old.driver);
+        }
     }
 
     pub(super) fn set_pending(&mut self, pending: usize) {

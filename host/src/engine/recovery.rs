@@ -27,10 +27,15 @@ use crate::registry::Registry;
 use crate::store::{Change, Expect, Store, StoreError};
 
 /// Resolves what a previous process (or this node's id before a restart) left.
-pub(super) async fn recover(store: &Store, registry: &Registry, node: &str) -> Result<(), StoreError> {
+pub(super) async fn recover(
+    store: &Store,
+    registry: &Registry,
+    workflows: &crate::workflow::Catalog,
+    node: &str,
+) -> Result<(), StoreError> {
     for op in store.orphans(node, true).await? {
         let why = format!("the server stopped while the operation was {}", op.status.as_str());
-        resolve(store, registry, op, &why).await?;
+        resolve(store, registry, workflows, op, &why).await?;
     }
     let repaired = store.commit(Change::ReconcileActive).await?.count;
     if repaired > 0 {
@@ -53,12 +58,12 @@ pub(super) async fn after_failure(inner: &Inner) {
     let node = inner.config.node.as_str();
     let mut resolved = 0;
     for op in active {
-        let mine = op.status == Status::Running && op.node.as_deref() == Some(node);
+        let mine = op.status.is_held() && op.node.as_deref() == Some(node);
         if !mine || inner.lock_queue().switch(op.id).is_some() {
             continue;
         }
         let why = "the store failed while it ran, and its run could not be recorded";
-        match resolve(&inner.store, &inner.registry, op, why).await {
+        match resolve(&inner.store, &inner.registry, &inner.workflows, op, why).await {
             Ok(()) => resolved += 1,
             Err(e) => tracing::warn!(error = %e, "cannot resolve an operation left without a runner"),
         }
@@ -67,8 +72,14 @@ pub(super) async fn after_failure(inner: &Inner) {
 }
 
 /// Re-queues or fails one orphan; `Ok` also when another node got to it first.
-pub(super) async fn resolve(store: &Store, registry: &Registry, op: Operation, why: &str) -> Result<(), StoreError> {
-    let (kind, op) = decide(registry, op, why);
+pub(super) async fn resolve(
+    store: &Store,
+    registry: &Registry,
+    workflows: &crate::workflow::Catalog,
+    op: Operation,
+    why: &str,
+) -> Result<(), StoreError> {
+    let (kind, op) = decide(registry, workflows, op, why);
     tracing::warn!(op = %op.id, r#type = %op.op_type, outcome = kind.as_str(), "{why}");
     let change = Change::Operation { kind, operation: Arc::new(op), at: Timestamp::now(), expect: Expect::Orphan };
     match store.commit(change).await {
@@ -79,13 +90,21 @@ pub(super) async fn resolve(store: &Store, registry: &Registry, op: Operation, w
 
 /// What becomes of an operation whose run was cut short: re-queued as the
 /// next attempt if its plugin (the version it was admitted with) is
-/// retry-safe here, else failed as `interrupted`. (The store fences a
-/// re-queue on the attempt before the bump.)
-pub(super) fn decide(registry: &Registry, mut op: Operation, why: &str) -> (EventKind, Operation) {
-    let retry_safe = semver::Version::parse(&op.plugin_version)
-        .ok()
-        .and_then(|v| registry.get_exact(&op.op_type, &v))
-        .is_some_and(|p| p.retry_safe);
+/// retry-safe here (a workflow run always is: it continues where it
+/// stopped), else retried later if its retry policy names `interrupted`,
+/// else failed as `interrupted`. (The store fences a re-queue on the attempt
+/// before the bump.)
+pub(super) fn decide(
+    registry: &Registry,
+    workflows: &crate::workflow::Catalog,
+    mut op: Operation,
+    why: &str,
+) -> (EventKind, Operation) {
+    let retry_safe = workflows.get(&op.op_type).is_some()
+        || semver::Version::parse(&op.plugin_version)
+            .ok()
+            .and_then(|v| registry.get_exact(&op.op_type, &v))
+            .is_some_and(|p| p.retry_safe);
     if retry_safe {
         op.status = Status::Pending;
         op.attempt += 1;
@@ -99,6 +118,9 @@ pub(super) fn decide(registry: &Registry, mut op: Operation, why: &str) -> (Even
         op.finished_at = Some(Timestamp::now());
         op.message = format!("interrupted: {why}");
         op.error = Some(OpError::new("interrupted", op.message.clone()));
+        if super::retry::schedule(&mut op).is_some() {
+            return (EventKind::RetryScheduled, op);
+        }
         (EventKind::Failed, op)
     }
 }

@@ -96,20 +96,25 @@ pub(super) async fn run(
     }
 
     let by = switch.by.lock().expect("cancel switch poisoned").clone();
-    let kind = finish(&mut op, result, panic.message, by);
+    let mut kind = finish(&mut op, result, panic.message, by);
     let at = op.finished_at.unwrap_or_else(Timestamp::now);
-    tracing::info!(op = %op.id, r#type = %op.op_type, status = op.status.as_str(), "operation ended");
+    if let Some(delay) = super::retry::schedule(&mut op) {
+        kind = EventKind::RetryScheduled;
+        tracing::info!(op = %op.id, r#type = %op.op_type, attempt = op.attempt, ?delay, "attempt failed; retry scheduled");
+    } else {
+        tracing::info!(op = %op.id, r#type = %op.op_type, status = op.status.as_str(), "operation ended");
+    }
     record_end(inner, kind, op, at).await;
 }
 
-/// Commits the run's terminal transition. While the store is unavailable
+/// Commits the run's terminal transition (or its retry). While the store is unavailable
 /// (the database is unreachable or refuses writes, the redb file is being
 /// reopened after an I/O error) the outcome is held and retried: on a
 /// private store until it commits or the server stops (the next start then
 /// records the run as interrupted); on a shared one for as long as the lease
 /// could still be ours (a lease later, another node has taken the operation
 /// over and the fence refuses the write anyway).
-async fn record_end(inner: &Inner, kind: EventKind, op: Operation, at: Timestamp) {
+pub(super) async fn record_end(inner: &Inner, kind: EventKind, op: Operation, at: Timestamp) {
     let give_up = inner.store.shared().then(|| tokio::time::Instant::now() + inner.config.lease * 2);
     let op = Arc::new(op);
     let mut warned = false;
@@ -147,13 +152,13 @@ async fn record_end(inner: &Inner, kind: EventKind, op: Operation, at: Timestamp
 /// as interrupted, as after a crash); on a shared one, the operation goes
 /// back at once, re-queued for another node if its plugin is retry-safe,
 /// else failed as `interrupted`, rather than waiting for its lease to expire.
-async fn hand_back(inner: &Inner, op: Operation) {
+pub(super) async fn hand_back(inner: &Inner, op: Operation) {
     if !inner.store.shared() {
         tracing::info!(op = %op.id, "server shutting down; the next start records this run as interrupted");
         return;
     }
     let why = format!("node {} shut down while it ran", inner.config.node);
-    let (kind, next) = super::recovery::decide(&inner.registry, op, &why);
+    let (kind, next) = super::recovery::decide(&inner.registry, &inner.workflows, op, &why);
     tracing::info!(op = %next.id, outcome = kind.as_str(), "{why}");
     let change = Change::Operation { kind, operation: Arc::new(next), at: Timestamp::now(), expect: Expect::Runner };
     if let Err(e) = inner.store.commit(change).await {

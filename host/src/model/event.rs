@@ -27,6 +27,18 @@ pub enum EventKind {
     /// Interrupted by a restart and queued to run again (`pending`, attempt + 1).
     #[serde(rename = "operation.requeued")]
     Requeued,
+    /// A failed attempt will be retried (`pending`, attempt + 1, `next_attempt_at` set).
+    #[serde(rename = "operation.retry_scheduled")]
+    RetryScheduled,
+    /// A workflow run reached an approval gate (`waiting`).
+    #[serde(rename = "operation.waiting")]
+    Waiting,
+    /// A gate was approved (by a principal, or by its timeout); the run goes on.
+    #[serde(rename = "operation.approved")]
+    Approved,
+    /// A gate was rejected (by a principal, or by its timeout).
+    #[serde(rename = "operation.rejected")]
+    Rejected,
     /// Progress, message, phase or details changed (throttled).
     #[serde(rename = "operation.progress")]
     Progress,
@@ -51,12 +63,21 @@ impl EventKind {
             EventKind::Created => "operation.created",
             EventKind::Started => "operation.started",
             EventKind::Requeued => "operation.requeued",
+            EventKind::RetryScheduled => "operation.retry_scheduled",
+            EventKind::Waiting => "operation.waiting",
+            EventKind::Approved => "operation.approved",
+            EventKind::Rejected => "operation.rejected",
             EventKind::Progress => "operation.progress",
             EventKind::Log => "operation.log",
             EventKind::Completed => "operation.completed",
             EventKind::Failed => "operation.failed",
             EventKind::Cancelled => "operation.cancelled",
         }
+    }
+
+    /// True for the kinds that put the operation back in the queue.
+    pub fn requeues(self) -> bool {
+        matches!(self, EventKind::Requeued | EventKind::RetryScheduled)
     }
 
     /// True for the three terminal kinds.

@@ -3,10 +3,12 @@
 
 mod event;
 mod operation;
+mod retry;
 mod time;
 
 pub use event::{Event, EventKind, LogLevel, Seq};
 pub use operation::{OpError, Operation, OperationId, Status};
+pub use retry::{Backoff, RetryPolicy, RetrySection, unit_random};
 pub use time::Timestamp;
 
 /// A problem with one field of a request, as listed in a 400 response.

@@ -59,6 +59,9 @@ impl FromStr for OperationId {
 /// Where an operation is in its lifecycle.
 ///
 /// `pending -> running -> completed | failed | cancelled`, and `pending -> cancelled`.
+/// A workflow run waiting at an approval gate is `waiting` (`running ->
+/// waiting -> running`); a failed attempt that will be retried goes back to
+/// `pending` until its `next_attempt_at`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
@@ -66,6 +69,8 @@ pub enum Status {
     Pending,
     /// The plugin is running.
     Running,
+    /// A workflow run waits for an approver at a gate.
+    Waiting,
     /// The plugin returned success.
     Completed,
     /// The plugin failed, trapped, timed out or was interrupted.
@@ -75,6 +80,15 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 6] =
+        [Status::Pending, Status::Running, Status::Waiting, Status::Completed, Status::Failed, Status::Cancelled];
+
+    /// True while a node holds it: running, or waiting at a gate.
+    pub fn is_held(self) -> bool {
+        matches!(self, Status::Running | Status::Waiting)
+    }
+
     /// True for the three final statuses.
     pub fn is_terminal(self) -> bool {
         matches!(self, Status::Completed | Status::Failed | Status::Cancelled)
@@ -85,6 +99,7 @@ impl Status {
         match self {
             Status::Pending => "pending",
             Status::Running => "running",
+            Status::Waiting => "waiting",
             Status::Completed => "completed",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
@@ -96,7 +111,9 @@ impl Status {
 ///
 /// Codes: `plugin_error` (the plugin reported failure), `invalid_params`,
 /// `timeout`, `trap` (the plugin crashed), `memory_limit`, `cpu_limit`, `interrupted` (the
-/// host stopped while it ran), `internal` (a host-side fault).
+/// host stopped while it ran), `internal` (a host-side fault); for workflow runs also
+/// `step_failed` (a step failed under `on_failure = "stop"`) and `rejected` (an
+/// approval gate was rejected).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OpError {
     /// Stable machine-readable code.
@@ -151,7 +168,7 @@ pub struct Operation {
     /// When it reached a terminal status.
     #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Timestamp>,
-    /// 1 for the first run; more when re-queued after an interruption.
+    /// 1 for the first run; more when re-queued after an interruption or retried.
     #[schema(minimum = 1)]
     pub attempt: u32,
     /// The exclusivity group it ran in, if its type has one.
@@ -167,6 +184,23 @@ pub struct Operation {
     /// has never started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// The workflow run this operation is a step of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub parent: Option<OperationId>,
+    /// The name of the step of `parent` it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Its index among the children of a `for_each` step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+    /// Set while a failed attempt waits to be retried: when the next one may start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_attempt_at: Option<Timestamp>,
+    /// The retry policy its failures follow, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<super::RetryPolicy>,
 }
 
 impl Operation {
@@ -199,16 +233,29 @@ impl Operation {
             idempotency_key: None,
             cancelled_by: None,
             node: None,
+            parent: None,
+            step: None,
+            item: None,
+            next_attempt_at: None,
+            retry: None,
         }
     }
 
     /// The `active` index slot this operation holds while pending or running:
     /// its exclusivity group if it has one, else its type. At most one
     /// operation holds a slot per target.
+    ///
+    /// The children of a workflow's `for_each` step are exclusive per item:
+    /// their slot carries the item's index, so siblings on one target do not
+    /// shut each other out.
     pub fn slot(&self) -> String {
-        match &self.group {
+        let slot = match &self.group {
             Some(group) => format!("group:{group}"),
             None => self.op_type.clone(),
+        };
+        match self.item {
+            Some(item) => format!("{slot}#{item}"),
+            None => slot,
         }
     }
 }

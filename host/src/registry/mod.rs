@@ -90,9 +90,12 @@ pub struct Plugin {
     pub component: Component,
 }
 
-/// What `GET /api/v1/plugins` shows of a plugin.
+/// What `GET /api/v1/plugins` shows of a plugin (or of a workflow, which
+/// is started the same way).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PluginSummary {
+    /// `plugin`, or `workflow` for a workflow definition's type.
+    pub kind: &'static str,
     /// Operation type.
     pub name: String,
     /// Version.
@@ -117,12 +120,31 @@ pub struct PluginSummary {
     pub versions: Vec<String>,
     /// The `opal:plugin` package version it was built against.
     pub wit_version: Option<String>,
+    /// A workflow's steps, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepSummary>>,
+}
+
+/// One step of a workflow, as `GET /api/v1/plugins` shows it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct StepSummary {
+    /// The step's name.
+    pub name: String,
+    /// The operation type it runs.
+    #[serde(rename = "type")]
+    pub op_type: String,
+    /// Whether it runs once per item of a list.
+    pub for_each: bool,
+    /// The role an approver needs, if the step has an approval gate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval_role: Option<String>,
 }
 
 impl Plugin {
     /// The public view of this plugin; `versions` are all loaded versions of it.
     pub fn summary(&self, versions: Vec<String>) -> PluginSummary {
         PluginSummary {
+            kind: "plugin",
             name: self.name.clone(),
             version: self.version.to_string(),
             title: self.title.clone(),
@@ -135,6 +157,7 @@ impl Plugin {
             sha256: self.component.sha256.clone(),
             versions,
             wit_version: self.component.wit_version().map(|v| v.to_string()),
+            steps: None,
         }
     }
 }

@@ -303,6 +303,7 @@ impl Schedules {
             created_by: format!("schedule:{}", schedule.id),
             idempotency_key: None,
             version: None,
+            child: None,
         };
         let at = Timestamp::now();
         let (outcome, operation_id, message) = match self.inner.engine.submit(request).await {

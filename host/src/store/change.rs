@@ -21,9 +21,13 @@ pub trait Publish: Send + Sync + 'static {
 /// operation loses to the claim that started it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
-    /// Running, with the same attempt and owner (`node`) as the operation
-    /// carried by the change: the runner's own writes.
+    /// Running or waiting, with the same attempt and owner (`node`) as the
+    /// operation carried by the change: the runner's (or a workflow
+    /// driver's) own writes.
     Runner,
+    /// Waiting at an approval gate, with the same attempt: a decision, by
+    /// whichever node takes it (of two decisions, the first wins).
+    Waiting,
     /// Pending, with the same attempt: a cancel before it started.
     Pending,
     /// Not ended, with the same attempt, and (in a shared store) running on
@@ -46,7 +50,8 @@ pub enum Change {
         operation: Arc<Operation>,
     },
     /// The operation's new state, and the event that says why it changed. A
-    /// terminal kind releases its slot; `Requeued` makes it claimable again.
+    /// terminal kind releases its slot; `Requeued` and `RetryScheduled` make
+    /// it claimable again (the latter from its `next_attempt_at`).
     /// Refused with [`StoreError::Fenced`](super::StoreError::Fenced) unless
     /// the stored operation is still what `expect` says.
     Operation {
@@ -97,6 +102,9 @@ pub enum Change {
     PutSchedule(Arc<Schedule>),
     /// Deletes a schedule.
     DeleteSchedule(ScheduleId),
+    /// Pauses (`true`) or resumes the queue, store-wide: while it is paused,
+    /// claims start nothing.
+    SetPaused(bool),
     /// Takes the fire of `id` due at `at` for this node; refused (count 0) if
     /// another node took it, so a schedule fires once per fire time.
     ClaimFire {
@@ -133,6 +141,11 @@ pub struct Receipt {
     pub claimed: Vec<Operation>,
     /// For a claim: how many operations are still pending.
     pub pending: usize,
+    /// For a claim: whether the queue is paused (it then claimed nothing).
+    pub paused: bool,
+    /// For a claim: the earliest `next_attempt_at` of the operations left
+    /// pending because their retry is not due yet.
+    pub wake_at: Option<Timestamp>,
 }
 
 /// A node's lease renewal: what it still holds, and what it was asked.

@@ -13,6 +13,8 @@ pub struct OperationFilter {
     pub target: Option<String>,
     /// This creator (`api`, `user:<name>`, `schedule:<id>`).
     pub created_by: Option<String>,
+    /// Only the steps of this workflow run.
+    pub parent: Option<crate::model::OperationId>,
     /// Only targets inside this scope (the caller's), if set.
     pub scope: Option<crate::auth::Scope>,
 }
@@ -24,6 +26,7 @@ impl OperationFilter {
             && self.op_type.as_ref().is_none_or(|t| *t == op.op_type)
             && self.target.as_ref().is_none_or(|t| *t == op.target)
             && self.created_by.as_ref().is_none_or(|c| *c == op.created_by)
+            && self.parent.is_none_or(|p| op.parent == Some(p))
             && self.scope.as_ref().is_none_or(|s| s.allows(&op.target))
     }
 }

@@ -245,6 +245,11 @@ impl Store {
         dispatch!(self, s => s.pending_count().await)
     }
 
+    /// Whether the queue is paused (store-wide).
+    pub async fn paused(&self) -> Result<bool, StoreError> {
+        dispatch!(self, s => s.paused().await)
+    }
+
     /// How many operations are pending, if the store knows without a query
     /// (a private store counts them in its writer).
     pub fn pending_now(&self) -> Option<usize> {

@@ -60,7 +60,8 @@ pub(super) async fn apply(txn: &Transaction<'_>, change: &Change, events: &mut V
             let live = txn
                 .query_opt(
                     &txn.prepare_cached(
-                        "SELECT 1 FROM opal_operations WHERE id = $1 AND attempt = $2 AND status = 'running'",
+                        "SELECT 1 FROM opal_operations WHERE id = $1 AND attempt = $2
+                         AND status IN ('running', 'waiting')",
                     )
                     .await?,
                     &[&op_id.to_string(), &(*attempt as i32)],
@@ -82,7 +83,7 @@ pub(super) async fn apply(txn: &Transaction<'_>, change: &Change, events: &mut V
                 .execute(
                     &txn.prepare_cached(
                         "UPDATE opal_operations SET cancel_requested_by = coalesce(cancel_requested_by, $2)
-                     WHERE id = $1 AND status = 'running'",
+                     WHERE id = $1 AND status IN ('running', 'waiting')",
                     )
                     .await?,
                     &[&id.to_string(), by],
@@ -130,6 +131,10 @@ pub(super) async fn apply(txn: &Transaction<'_>, change: &Change, events: &mut V
                 .await?;
             Ok(Ok(Receipt { count: n as usize, ..Receipt::default() }))
         }
+        Change::SetPaused(paused) => {
+            txn.execute(&txn.prepare_cached("UPDATE opal_meta SET queue_paused = $1").await?, &[paused]).await?;
+            Ok(Ok(Receipt { count: 1, ..Receipt::default() }))
+        }
         Change::ClaimFire { id, at_ms } => {
             let n = txn
                 .execute(
@@ -151,6 +156,11 @@ pub(super) fn millis(at: Timestamp) -> i64 {
     at.system_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The time of a `*_ms` column.
+pub(super) fn from_millis(ms: i64) -> Timestamp {
+    Timestamp::from(UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64))
+}
+
 fn json(op: &Operation) -> String {
     serde_json::to_string(op).expect("an operation serializes")
 }
@@ -165,8 +175,8 @@ async fn admit(txn: &Transaction<'_>, op: &Arc<Operation>, events: &mut Vec<Pend
             .execute(
                 &txn.prepare_cached(
                     "INSERT INTO opal_operations
-                     (id, type, target, slot, status, attempt, idempotency_key, created_by, data)
-                 VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8)
+                     (id, type, target, slot, status, attempt, idempotency_key, created_by, data, parent)
+                 VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8, $9)
                  ON CONFLICT DO NOTHING",
                 )
                 .await?,
@@ -179,6 +189,7 @@ async fn admit(txn: &Transaction<'_>, op: &Arc<Operation>, events: &mut Vec<Pend
                     &op.idempotency_key,
                     &op.created_by,
                     &data,
+                    &op.parent.map(|p| p.to_string()),
                 ],
             )
             .await?;
@@ -204,7 +215,7 @@ async fn admit(txn: &Transaction<'_>, op: &Arc<Operation>, events: &mut Vec<Pend
             .query_opt(
                 &txn.prepare_cached(
                     "SELECT id FROM opal_operations
-                 WHERE slot = $1 AND target = $2 AND status IN ('pending', 'running')",
+                 WHERE slot = $1 AND target = $2 AND status IN ('pending', 'running', 'waiting')",
                 )
                 .await?,
                 &[&op.slot(), &op.target],
@@ -231,35 +242,37 @@ async fn transition(
     node: &str,
 ) -> Applied {
     // A re-queue carries the next attempt, so it expects the one before.
-    let attempt = if kind == EventKind::Requeued { op.attempt.saturating_sub(1) } else { op.attempt } as i32;
+    let attempt = if kind.requeues() { op.attempt.saturating_sub(1) } else { op.attempt } as i32;
     let fence = match expect {
-        Expect::Runner => "status = 'running' AND owner IS NOT DISTINCT FROM $8",
+        Expect::Runner => "status IN ('running', 'waiting') AND owner IS NOT DISTINCT FROM $9",
         Expect::Pending => "status = 'pending'",
+        Expect::Waiting => "status = 'waiting'",
         Expect::Orphan => {
-            "status IN ('pending', 'running')
-             AND (status = 'pending' OR lease_until IS NULL OR lease_until < now() OR owner = $8)"
+            "status IN ('pending', 'running', 'waiting')
+             AND (status = 'pending' OR lease_until IS NULL OR lease_until < now() OR owner = $9)"
         }
     };
     let data = json(op);
     let owner = match op.status {
-        Status::Running => op.node.clone(),
+        Status::Running | Status::Waiting => op.node.clone(),
         _ => None,
     };
     let sql = format!(
         "UPDATE opal_operations SET status = $2, attempt = $3, finished_at_ms = $4, data = $5,
-             owner = $6,
-             lease_until = CASE WHEN $2 = 'running' THEN lease_until END,
-             cancel_requested_by = CASE WHEN $2 = 'running' THEN cancel_requested_by END
+             owner = $6, next_attempt_ms = $8,
+             lease_until = CASE WHEN $2 IN ('running', 'waiting') THEN lease_until END,
+             cancel_requested_by = CASE WHEN $2 IN ('running', 'waiting') THEN cancel_requested_by END
          WHERE id = $1 AND attempt = $7 AND ({fence})"
     );
     let (id, status, next_attempt, finished) =
         (op.id.to_string(), op.status.as_str(), op.attempt as i32, op.finished_at.map(millis));
+    let due = op.next_attempt_at.filter(|_| op.status == Status::Pending).map(millis);
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-        vec![&id, &status, &next_attempt, &finished, &data, &owner, &attempt];
+        vec![&id, &status, &next_attempt, &finished, &data, &owner, &attempt, &due];
     let me = Some(node.to_owned());
     match expect {
         Expect::Runner => params.push(&op.node),
-        Expect::Pending => {}
+        Expect::Pending | Expect::Waiting => {}
         Expect::Orphan => params.push(&me),
     }
     let n = txn.execute(&txn.prepare_cached(&sql).await?, &params).await?;
@@ -275,6 +288,23 @@ async fn transition(
 /// limits. Claims of a limited type are serialized by an advisory lock on
 /// the type, so two nodes cannot both see room for the last place.
 async fn take(txn: &Transaction<'_>, claim: &Claim, events: &mut Vec<Pending>) -> Applied {
+    let paused: bool =
+        txn.query_one(&txn.prepare_cached("SELECT queue_paused FROM opal_meta").await?, &[]).await?.get(0);
+    let now_ms = millis(Timestamp::now());
+    let wake_ms: Option<i64> = txn
+        .query_one(
+            &txn.prepare_cached(
+                "SELECT min(next_attempt_ms) FROM opal_operations WHERE status = 'pending' AND next_attempt_ms > $1",
+            )
+            .await?,
+            &[&now_ms],
+        )
+        .await?
+        .get(0);
+    let wake_at = wake_ms.map(from_millis);
+    if paused {
+        return Ok(Ok(Receipt { paused, wake_at, ..Receipt::default() }));
+    }
     let mut room: Vec<(String, i64)> = Vec::new();
     let mut limited: Vec<&(String, usize)> = claim.limits.iter().filter(|(t, _)| claim.types.contains(t)).collect();
     limited.sort();
@@ -286,7 +316,9 @@ async fn take(txn: &Transaction<'_>, claim: &Claim, events: &mut Vec<Pending>) -
         .await?;
         let running: i64 = txn
             .query_one(
-                &txn.prepare_cached("SELECT count(*) FROM opal_operations WHERE status = 'running' AND type = $1")
+                &txn.prepare_cached(
+                    "SELECT count(*) FROM opal_operations WHERE status IN ('running', 'waiting') AND type = $1",
+                )
                     .await?,
                 &[op_type],
             )
@@ -299,11 +331,11 @@ async fn take(txn: &Transaction<'_>, claim: &Claim, events: &mut Vec<Pending>) -
         .query(
             &txn.prepare_cached(
                 "SELECT data FROM opal_operations
-             WHERE status = 'pending' AND type = ANY($1)
+             WHERE status = 'pending' AND type = ANY($1) AND (next_attempt_ms IS NULL OR next_attempt_ms <= $3)
              ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
             )
             .await?,
-            &[&claim.types, &fetch],
+            &[&claim.types, &fetch, &now_ms],
         )
         .await?;
     let lease_ms = claim.lease.as_millis() as i64;
@@ -333,6 +365,7 @@ async fn take(txn: &Transaction<'_>, claim: &Claim, events: &mut Vec<Pending>) -
         op.node = Some(claim.node.clone());
         op.started_at = Some(now);
         op.message = "starting".to_owned();
+        op.next_attempt_at = None;
         let data = json(&op);
         ids.push(op.id.to_string());
         datas.push(data.clone());
@@ -360,5 +393,5 @@ async fn take(txn: &Transaction<'_>, claim: &Claim, events: &mut Vec<Pending>) -
     // saw them all, else a lower bound (the claimer only needs to know
     // whether there are more; the status shows it).
     let pending = seen - claimed.len();
-    Ok(Ok(Receipt { count: claimed.len(), claimed, pending, seq: None }))
+    Ok(Ok(Receipt { count: claimed.len(), claimed, pending, seq: None, paused, wake_at }))
 }

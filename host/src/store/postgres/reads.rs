@@ -52,6 +52,7 @@ impl PgStore {
     ) -> Result<Vec<Operation>, StoreError> {
         let client = self.client().await?;
         let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.as_str()).collect();
+        let parent = filter.parent.map(|p| p.to_string());
         let mut upper = before.map(|b| b.to_string()).unwrap_or_else(|| "~".to_owned());
         let mut out = Vec::with_capacity(limit.min(1000));
         // The scope is a pattern match, done here; page until the limit is met.
@@ -64,8 +65,9 @@ impl PgStore {
                        AND ($3::text IS NULL OR type = $3)
                        AND ($4::text IS NULL OR target = $4)
                        AND ($5::text IS NULL OR created_by = $5)
+                       AND ($7::text IS NULL OR parent = $7)
                      ORDER BY id DESC LIMIT $6",
-                    &[&upper, &statuses, &filter.op_type, &filter.target, &filter.created_by, &LIST_PAGE],
+                    &[&upper, &statuses, &filter.op_type, &filter.target, &filter.created_by, &LIST_PAGE, &parent],
                 )
                 .await
                 .map_err(classify)?;
@@ -90,7 +92,7 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query("SELECT data FROM opal_operations WHERE status IN ('pending', 'running') ORDER BY id", &[])
+            .query("SELECT data FROM opal_operations WHERE status IN ('pending', 'running', 'waiting') ORDER BY id", &[])
             .await
             .map_err(classify)?;
         decode_all(&rows)
@@ -131,7 +133,7 @@ impl PgStore {
             .await?
             .query(
                 "SELECT data FROM opal_operations
-                 WHERE status = 'running' AND (lease_until < now() OR ($2 AND owner = $1))
+                 WHERE status IN ('running', 'waiting') AND (lease_until < now() OR ($2 AND owner = $1))
                  ORDER BY id LIMIT 1000",
                 &[&node, &startup],
             )
@@ -140,13 +142,23 @@ impl PgStore {
         decode_all(&rows)
     }
 
+    pub(crate) async fn paused(&self) -> Result<bool, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one("SELECT queue_paused FROM opal_meta", &[])
+            .await
+            .map_err(classify)?;
+        Ok(row.get(0))
+    }
+
     pub(crate) async fn renew(&self, node: &str, lease: Duration) -> Result<Renewal, StoreError> {
         let rows = self
             .client()
             .await?
             .query(
                 "UPDATE opal_operations SET lease_until = now() + $2 * interval '1 millisecond'
-                 WHERE owner = $1 AND status = 'running'
+                 WHERE owner = $1 AND status IN ('running', 'waiting')
                  RETURNING id, attempt, cancel_requested_by",
                 &[&node, &(lease.as_millis() as f64)],
             )

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use opal_migrations::schema::{ACTIVE, EVENT_ORDER, EVENTS, IDEMPOTENCY, OPERATIONS, SCHEDULES};
+use opal_migrations::schema::{ACTIVE, EVENT_ORDER, EVENTS, IDEMPOTENCY, META, OPERATIONS, SCHEDULES};
 use redb::{ReadableTable, WriteTransaction};
 
 use super::queue::Queue;
@@ -41,7 +41,7 @@ pub(super) fn apply(
         Change::Admit { operation } => {
             let applied = admit(txn, operation, seq)?;
             if matches!(applied, Applied::Done { .. }) {
-                queue.push(operation.id, operation.op_type.clone());
+                queue.push(operation.id, operation.op_type.clone(), None);
             }
             Ok(applied)
         }
@@ -52,6 +52,18 @@ pub(super) fn apply(
             let fenced = match expect {
                 Expect::Runner => (!queue.is_running(operation.id)).then(|| "it is no longer running here".to_owned()),
                 Expect::Pending => (!queue.is_pending(operation.id)).then(|| "it is no longer pending".to_owned()),
+                Expect::Waiting => {
+                    let stored = txn
+                        .open_table(OPERATIONS)?
+                        .get(operation.id.to_key())?
+                        .map(|v| decode(operation.id.to_key(), v.value()))
+                        .transpose()?;
+                    match stored {
+                        Some(s) if s.status == Status::Waiting && s.attempt == operation.attempt => None,
+                        Some(s) => Some(format!("it is {} (attempt {}), not waiting", s.status.as_str(), s.attempt)),
+                        None => Some("it no longer exists".to_owned()),
+                    }
+                }
                 Expect::Orphan => {
                     let stored = txn
                         .open_table(OPERATIONS)?
@@ -77,10 +89,10 @@ pub(super) fn apply(
                     active.remove(index)?;
                 }
                 queue.left(operation.id);
-            } else if *kind == EventKind::Requeued {
+            } else if kind.requeues() {
                 active.insert(index, key)?;
                 queue.left(operation.id);
-                queue.push(operation.id, operation.op_type.clone());
+                queue.push(operation.id, operation.op_type.clone(), operation.next_attempt_at);
             }
             Ok(Applied::event(record(txn, *kind, operation, *at, seq)?))
         }
@@ -88,7 +100,10 @@ pub(super) fn apply(
             Ok(Applied::event(log(txn, *op_id, *level, message, *at, seq)?))
         }
         Change::Claim(claim) => {
-            let ids = queue.take(claim.max, &claim.types, &claim.limits);
+            if paused(txn)? {
+                return Ok(Applied::Done { events: Vec::new(), count: 0, claimed: Vec::new() });
+            }
+            let ids = queue.take(claim.max, &claim.types, &claim.limits, Timestamp::now());
             let mut events = Vec::with_capacity(ids.len());
             let mut claimed = Vec::with_capacity(ids.len());
             for (i, id) in ids.into_iter().enumerate() {
@@ -102,6 +117,7 @@ pub(super) fn apply(
                 op.node = Some(claim.node.clone());
                 op.started_at = Some(Timestamp::now());
                 op.message = "starting".to_owned();
+                op.next_attempt_at = None;
                 let op = Arc::new(op);
                 events.push(record(
                     txn,
@@ -117,6 +133,10 @@ pub(super) fn apply(
         // Every running operation is this process's own: the engine cancels
         // it directly.
         Change::RequestCancel { .. } => Ok(Applied::count(0)),
+        Change::SetPaused(paused) => {
+            txn.open_table(META)?.insert(PAUSED_KEY, u64::from(*paused))?;
+            Ok(Applied::count(1))
+        }
         // One process, one timer: every fire is this process's.
         Change::ClaimFire { .. } => Ok(Applied::count(1)),
         Change::ReconcileActive => reconcile_active(txn).map(Applied::count),
@@ -134,11 +154,19 @@ pub(super) fn apply(
     }
 }
 
+/// The `meta` entry that is 1 while the queue is paused.
+pub(super) const PAUSED_KEY: &str = "queue_paused";
+
+/// Whether the queue is paused.
+pub(super) fn paused(txn: &WriteTransaction) -> Result<bool, StoreError> {
+    Ok(txn.open_table(META)?.get(PAUSED_KEY)?.is_some_and(|v| v.value() == 1))
+}
+
 /// Whether `stored` is still an orphan that a change to `next` (by `kind`)
 /// may resolve: unfinished, at the attempt the change was decided on (a
 /// re-queue carries the next attempt, so it expects the one before).
 fn fence(stored: &Operation, next: &Operation, kind: EventKind) -> Result<(), String> {
-    let attempt = if kind == EventKind::Requeued { next.attempt.saturating_sub(1) } else { next.attempt };
+    let attempt = if kind.requeues() { next.attempt.saturating_sub(1) } else { next.attempt };
     if stored.attempt != attempt {
         return Err(format!("attempt {} is current, not {attempt}", stored.attempt));
     }

@@ -129,6 +129,13 @@ impl RedbStore {
         Ok(Renewal::default())
     }
 
+    pub(super) async fn paused(&self) -> Result<bool, StoreError> {
+        use redb::ReadableDatabase;
+        let txn = self.db.get()?.begin_read()?;
+        let meta = txn.open_table(opal_migrations::schema::META)?;
+        Ok(meta.get(apply::PAUSED_KEY)?.is_some_and(|v| v.value() == 1))
+    }
+
     pub(super) async fn pending_count(&self) -> Result<usize, StoreError> {
         Ok(self.pending_now())
     }

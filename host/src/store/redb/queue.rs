@@ -10,13 +10,14 @@ use std::collections::{BTreeMap, HashMap};
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::super::StoreError;
-use crate::model::{OperationId, Status};
+use crate::model::{OperationId, Status, Timestamp};
 use opal_migrations::schema::OPERATIONS;
 
 #[derive(Default)]
 pub(super) struct Queue {
-    /// Pending operations by id (creation order), with their types.
-    pending: BTreeMap<OperationId, String>,
+    /// Pending operations by id (creation order), with their types and,
+    /// for a retry, when it is due.
+    pending: BTreeMap<OperationId, (String, Option<Timestamp>)>,
     /// Running operations with their types.
     running: HashMap<OperationId, String>,
     running_by_type: HashMap<String, usize>,
@@ -32,16 +33,16 @@ impl Queue {
             let (k, v) = entry?;
             let op = super::reads::decode(k.value(), v.value())?;
             match op.status {
-                Status::Pending => queue.push(op.id, op.op_type),
-                Status::Running => queue.start(op.id, op.op_type),
+                Status::Pending => queue.push(op.id, op.op_type, op.next_attempt_at),
+                Status::Running | Status::Waiting => queue.start(op.id, op.op_type),
                 _ => {}
             }
         }
         Ok(queue)
     }
 
-    pub(super) fn push(&mut self, id: OperationId, op_type: String) {
-        self.pending.insert(id, op_type);
+    pub(super) fn push(&mut self, id: OperationId, op_type: String, due: Option<Timestamp>) {
+        self.pending.insert(id, (op_type, due));
     }
 
     fn start(&mut self, id: OperationId, op_type: String) {
@@ -61,11 +62,21 @@ impl Queue {
 
     /// Takes up to `max` pending operations of `types`, oldest first, that
     /// their type's limit in `limits` leaves room for, and counts them as
-    /// running. One blocked by its type's limit does not hold up others.
-    pub(super) fn take(&mut self, max: usize, types: &[String], limits: &[(String, usize)]) -> Vec<OperationId> {
+    /// running. One blocked by its type's limit, or by a retry not due
+    /// until after `now`, does not hold up others.
+    pub(super) fn take(
+        &mut self,
+        max: usize,
+        types: &[String],
+        limits: &[(String, usize)],
+        now: Timestamp,
+    ) -> Vec<OperationId> {
         let mut taken = Vec::new();
         let mut running = self.running_by_type.clone();
-        for (id, op_type) in &self.pending {
+        for (id, (op_type, due)) in &self.pending {
+            if due.is_some_and(|due| due > now) {
+                continue;
+            }
             if taken.len() >= max {
                 break;
             }
@@ -92,6 +103,11 @@ impl Queue {
 
     pub(super) fn is_running(&self, id: OperationId) -> bool {
         self.running.contains_key(&id)
+    }
+
+    /// The earliest due time of a pending retry after `now`.
+    pub(super) fn next_due(&self, now: Timestamp) -> Option<Timestamp> {
+        self.pending.values().filter_map(|(_, due)| *due).filter(|due| *due > now).min()
     }
 
     pub(super) fn pending(&self) -> usize {

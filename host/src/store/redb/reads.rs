@@ -14,8 +14,10 @@ pub(super) fn last_seq(db: &Database) -> Result<Seq, StoreError> {
     Ok(meta.get(LAST_SEQ_KEY)?.map(|v| v.value()).unwrap_or(0))
 }
 
-/// Every operation not in a terminal status, oldest first: a full scan,
-/// independent of the `active` index, for start-up recovery.
+/// Every operation a node held (running, or waiting at a gate), oldest
+/// first: a full scan, independent of the `active` index, for start-up
+/// recovery. Pending operations never started, so they are not orphans:
+/// they stay queued and start as usual.
 pub(super) fn unfinished(db: &Database) -> Result<Vec<Operation>, StoreError> {
     let txn = db.begin_read()?;
     let table = txn.open_table(OPERATIONS)?;
@@ -23,7 +25,7 @@ pub(super) fn unfinished(db: &Database) -> Result<Vec<Operation>, StoreError> {
     for entry in table.iter()? {
         let (k, v) = entry?;
         let op = decode(k.value(), v.value())?;
-        if !op.status.is_terminal() {
+        if op.status.is_held() {
             out.push(op);
         }
     }

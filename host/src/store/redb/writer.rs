@@ -206,9 +206,13 @@ fn write_batch(
                     seq = last.seq;
                     receipt.seq = Some(seq);
                 }
-                new_work |= recorded.iter().any(|e| e.kind == crate::model::EventKind::Requeued);
+                new_work |= recorded.iter().any(|e| e.kind.requeues());
                 receipt.claimed = claimed;
                 receipt.pending = queue.pending();
+                if matches!(append.change, crate::store::Change::Claim(_)) {
+                    receipt.paused = super::apply::paused(&txn)?;
+                    receipt.wake_at = queue.next_due(crate::model::Timestamp::now());
+                }
                 outcomes.push(Ok(receipt));
                 events.extend(recorded);
             }

@@ -38,6 +38,10 @@ pub enum Mode {
     Escape,
     /// Report a 102,000-byte progress message, then fail with one as long.
     LongMessage,
+    /// Count this run in the file `count_file` (a granted writable
+    /// directory) and fail until the count reaches `succeed_on`: a plugin
+    /// that fails its first attempts, for the retry tests.
+    Flaky,
     /// Behave: succeed at once.
     Succeed,
 }
@@ -53,6 +57,12 @@ pub struct Params {
     /// `escape`: the file to read.
     #[serde(default)]
     pub path: Option<String>,
+    /// `flaky`: where the attempts are counted.
+    #[serde(default)]
+    pub count_file: Option<String>,
+    /// `flaky`: the attempt that succeeds (1 = the first).
+    #[serde(default)]
+    pub succeed_on: Option<u32>,
 }
 
 /// The plugin.
@@ -106,6 +116,7 @@ impl Plugin for Faulty {
             }
             Mode::DetailsBomb => ctx.details(&serde_json::json!({ "blob": "x".repeat(10 << 20) })),
             Mode::Escape => return Ok(escape(&params)),
+            Mode::Flaky => return flaky(&params),
             Mode::LongMessage => {
                 // Three bytes a char: the cut must fall on a char boundary.
                 let long = "€".repeat(34_000);
@@ -116,6 +127,18 @@ impl Plugin for Faulty {
         }
         Ok(Outcome::message("behaved"))
     }
+}
+
+/// Counts this attempt; fails until the count reaches `succeed_on`.
+fn flaky(params: &Params) -> Result<Outcome, Error> {
+    let path = params.count_file.as_deref().ok_or_else(|| Error::failed("flaky needs count_file"))?;
+    let before: u32 = std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse().ok()).unwrap_or(0);
+    let attempt = before + 1;
+    std::fs::write(path, attempt.to_string()).map_err(|e| Error::failed(format!("cannot count in {path}: {e}")))?;
+    if attempt < params.succeed_on.unwrap_or(1) {
+        return Err(Error::failed(format!("attempt {attempt} fails on purpose")));
+    }
+    Ok(Outcome::message(format!("succeeded on attempt {attempt}")).with_details(serde_json::json!({ "attempt": attempt })))
 }
 
 /// Each escape attempt and what came of it: `"denied: ..."` or `"allowed: ..."`.
