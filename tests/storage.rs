@@ -14,7 +14,7 @@ use std::collections::BTreeSet;
 use std::io;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -431,4 +431,3 @@ fn free_bytes(dir: &Path) -> u64 {
     let out = Command::new("df").args(["-B1", "--output=avail"]).arg(dir).output().expect("df");
     String::from_utf8_lossy(&out.stdout).lines().nth(1).and_then(|l| l.trim().parse().ok()).expect("df's figure")
 }
-

@@ -8,10 +8,10 @@
 
 mod body;
 mod caller;
+mod gates;
 mod guard;
 mod openapi;
 mod operations;
-mod gates;
 mod problem;
 mod schedules;
 
@@ -157,10 +157,7 @@ impl PluginDetail {
     }
 
     fn of_workflow(app: &AppState, flow: &crate::workflow::Loaded) -> Self {
-        PluginDetail {
-            summary: flow.summary(),
-            param_defaults: app.engine.param_defaults(&flow.workflow.name).clone(),
-        }
+        PluginDetail { summary: flow.summary(), param_defaults: app.engine.param_defaults(&flow.workflow.name).clone() }
     }
 }
 

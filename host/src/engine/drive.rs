@@ -201,8 +201,12 @@ impl<'a> Run<'a> {
             }
         }
         if !continued.is_empty() {
-            self.op.message =
-                format!("completed {} steps; {} did not succeed: {}", steps.len(), continued.len(), continued.join(", "));
+            self.op.message = format!(
+                "completed {} steps; {} did not succeed: {}",
+                steps.len(),
+                continued.len(),
+                continued.join(", ")
+            );
         } else {
             self.op.message = format!("completed {} steps", steps.len());
         }
@@ -315,9 +319,12 @@ impl<'a> Run<'a> {
                 _ => None,
             })
             .collect();
-        let details: Vec<Value> =
-            results.into_iter().map(|r| r.and_then(Result::ok).unwrap_or(Value::Null)).collect();
-        let outputs = if step.for_each.is_some() { Value::Array(details) } else { details.into_iter().next().unwrap_or_default() };
+        let details: Vec<Value> = results.into_iter().map(|r| r.and_then(Result::ok).unwrap_or(Value::Null)).collect();
+        let outputs = if step.for_each.is_some() {
+            Value::Array(details)
+        } else {
+            details.into_iter().next().unwrap_or_default()
+        };
         let state = &mut self.state.steps[index];
         state.outputs = Some(outputs);
         if failures.is_empty() {
@@ -386,7 +393,7 @@ impl<'a> Run<'a> {
         };
         let label = if for_each { format!("item {item} of {items}") } else { "its operation".to_owned() };
         match self.inner.submit(request).await {
-            Ok(Submitted::Created(op) | Submitted::Replayed(op)) => Admitted::Child(op),
+            Ok(Submitted::Created(op) | Submitted::Replayed(op)) => Admitted::Child(Box::new(op)),
             Err(SubmitError::Busy(holder)) => Admitted::Later(format!(
                 "{label} waits for {} ({}), {} on target {}",
                 holder.id,
@@ -394,7 +401,9 @@ impl<'a> Run<'a> {
                 holder.status.as_str(),
                 holder.target
             )),
-            Err(SubmitError::Store(StoreError::Unavailable(why))) => Admitted::Later(format!("the store is unavailable: {why}")),
+            Err(SubmitError::Store(StoreError::Unavailable(why))) => {
+                Admitted::Later(format!("the store is unavailable: {why}"))
+            }
             Err(SubmitError::Invalid(errors)) => {
                 let list: Vec<String> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
                 Admitted::Refused(format!("invalid params: {}", list.join("; ")))
@@ -638,7 +647,11 @@ impl<'a> Run<'a> {
             at: Timestamp::now(),
             expect: Expect::Runner,
         };
-        let result = if wait { self.inner.store.commit(change).await.map(|_| ()) } else { self.inner.store.enqueue(change).await };
+        let result = if wait {
+            self.inner.store.commit(change).await.map(|_| ())
+        } else {
+            self.inner.store.enqueue(change).await
+        };
         match result {
             Ok(()) => Ok(()),
             Err(StoreError::Fenced(_, why)) => {
@@ -702,7 +715,7 @@ impl<'a> Run<'a> {
 /// What admitting a child gave.
 enum Admitted {
     /// The child (new, or admitted before).
-    Child(Operation),
+    Child(Box<Operation>),
     /// It cannot run: the step item fails with this.
     Refused(String),
     /// Not now (its slot is taken, the store is unavailable): try again.

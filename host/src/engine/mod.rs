@@ -390,15 +390,30 @@ impl Inner {
         let defaults = self.param_defaults(op_type);
         let params = defaults::merge(defaults, requested.clone());
         if let Some(flow) = self.workflows.get(op_type) {
+            // An input's default fills in what the request leaves out, as the
+            // operator's defaults do: the run's params say what it ran with.
+            let mut params = params;
+            if let Some(given) = params.as_object_mut() {
+                for input in &flow.workflow.inputs {
+                    if let Some(default) = &input.default {
+                        given.entry(input.name.clone()).or_insert_with(|| default.clone());
+                    }
+                }
+            }
             if let Some(version) = version
                 && !version.matches(&flow.workflow.version)
             {
-                let message = format!("workflow {op_type} is version {}, which does not match {version}", flow.workflow.version);
+                let message =
+                    format!("workflow {op_type} is version {}, which does not match {version}", flow.workflow.version);
                 return Err(SubmitError::Invalid(vec![FieldError::new("version", message)]));
             }
             let mut errors = flow.schema.check(&params, "params");
             defaults::blame(&mut errors, op_type, defaults, &requested);
-            return if errors.is_empty() { Ok((Runnable::Workflow(flow), params)) } else { Err(SubmitError::Invalid(errors)) };
+            return if errors.is_empty() {
+                Ok((Runnable::Workflow(flow), params))
+            } else {
+                Err(SubmitError::Invalid(errors))
+            };
         }
         let plugin = self.registry.resolve(op_type, version).map_err(|e| match e {
             Unresolved::UnknownType => SubmitError::UnknownType(op_type.to_owned()),

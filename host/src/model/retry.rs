@@ -99,7 +99,9 @@ impl RetryPolicy {
         };
         for code in &codes {
             if code == "invalid_params" {
-                return Err("retry.codes: invalid_params cannot be retried (a validation error is never retried)".into());
+                return Err(
+                    "retry.codes: invalid_params cannot be retried (a validation error is never retried)".into()
+                );
             }
             if !RETRYABLE_CODES.contains(&code.as_str()) {
                 return Err(format!("retry.codes: {code:?} is not an error code ({})", RETRYABLE_CODES.join(", ")));
@@ -154,8 +156,8 @@ mod tests {
 
     #[test]
     fn exponential_delays_double_up_to_the_max_within_the_jitter() {
-        let p = RetryPolicy::from_section(&section("attempts = 5\ninitial = \"1s\"\nmax = \"3s\"\njitter = 0.2"))
-            .unwrap();
+        let p =
+            RetryPolicy::from_section(&section("attempts = 5\ninitial = \"1s\"\nmax = \"3s\"\njitter = 0.2")).unwrap();
         assert_eq!(p.delay(1, 0.5), Duration::from_secs(1));
         assert_eq!(p.delay(2, 0.5), Duration::from_secs(2));
         assert_eq!(p.delay(3, 0.5), Duration::from_secs(3), "capped at max");

@@ -291,7 +291,10 @@ impl Workflow {
 fn build(raw: RawWorkflow, problems: &mut Problems<'_>) -> Workflow {
     let name = raw.name.get_ref().clone();
     if !valid_name(&name, &[]) {
-        problems.at(raw.name.span(), format!("name {name:?}: use 1 to 63 of a-z, 0-9 and -, starting with a letter or digit"));
+        problems.at(
+            raw.name.span(),
+            format!("name {name:?}: use 1 to 63 of a-z, 0-9 and -, starting with a letter or digit"),
+        );
     }
     let version = match &raw.version {
         None => semver::Version::new(1, 0, 0),
@@ -334,13 +337,19 @@ fn inputs(raw: &BTreeMap<String, Spanned<RawInput>>, problems: &mut Problems<'_>
             problems.at(span.clone(), format!("input {name:?}: use a-z, 0-9, _ and -"));
         }
         if !INPUT_TYPES.contains(&input.kind.as_str()) {
-            problems.at(span.clone(), format!("input {name}: type {:?} is not one of {}", input.kind, INPUT_TYPES.join(", ")));
+            problems.at(
+                span.clone(),
+                format!("input {name}: type {:?} is not one of {}", input.kind, INPUT_TYPES.join(", ")),
+            );
         }
         if let Some(items) = &input.items {
             if input.kind != "array" {
                 problems.at(span.clone(), format!("input {name}: items is only for an array"));
             } else if !INPUT_TYPES.contains(&items.as_str()) {
-                problems.at(span.clone(), format!("input {name}: items {items:?} is not one of {}", INPUT_TYPES.join(", ")));
+                problems.at(
+                    span.clone(),
+                    format!("input {name}: items {items:?} is not one of {}", INPUT_TYPES.join(", ")),
+                );
             }
         }
         let default = input.default.as_ref().map(to_json);
@@ -405,7 +414,8 @@ fn step(
     let refs = Refs { inputs, earlier, step: &name, in_for_each: for_each.is_some(), for_each: false };
     let params = match &raw.params {
         None => Some(Template::literal(json!({}))),
-        Some(table) => compile(&to_json(table.get_ref()), table.span(), problems).inspect(|t| check(t, &refs, table.span(), problems)),
+        Some(table) => compile(&to_json(table.get_ref()), table.span(), problems)
+            .inspect(|t| check(t, &refs, table.span(), problems)),
     };
     let target = raw.target.as_ref().and_then(|t| {
         let template = compile(&Value::String(t.get_ref().clone()), t.span(), problems)?;
@@ -439,17 +449,7 @@ fn step(
     if problems.errors.len() > before {
         return None;
     }
-    Some(Step {
-        name,
-        op_type,
-        target,
-        params: params?,
-        for_each,
-        max_parallel,
-        retry,
-        on_failure,
-        approval,
-    })
+    Some(Step { name, op_type, target, params: params?, for_each, max_parallel, retry, on_failure, approval })
 }
 
 fn approval(spanned: &Spanned<RawApproval>, step: &str, problems: &mut Problems<'_>) -> Option<Approval> {
@@ -457,7 +457,8 @@ fn approval(spanned: &Spanned<RawApproval>, step: &str, problems: &mut Problems<
     let span = spanned.span();
     let before = problems.errors.len();
     if !["viewer", "operator", "admin"].contains(&raw.role.as_str()) {
-        problems.at(span.clone(), format!("step {step}: approval.role {:?} is not viewer, operator or admin", raw.role));
+        problems
+            .at(span.clone(), format!("step {step}: approval.role {:?} is not viewer, operator or admin", raw.role));
     }
     let timeout = match humantime::parse_duration(&raw.timeout) {
         Ok(t) if !t.is_zero() && t <= MAX_GATE => t,
@@ -466,7 +467,8 @@ fn approval(spanned: &Spanned<RawApproval>, step: &str, problems: &mut Problems<
             Duration::ZERO
         }
         Err(e) => {
-            problems.at(span.clone(), format!("step {step}: approval.timeout {:?} is not a duration: {e}", raw.timeout));
+            problems
+                .at(span.clone(), format!("step {step}: approval.timeout {:?} is not a duration: {e}", raw.timeout));
             Duration::ZERO
         }
     };
@@ -598,7 +600,11 @@ approval = { role = "operator", timeout = "1h", on_timeout = "approve", self_app
         assert!(found[0].contains("no input \"units\""), "{found:?}");
 
         let later = EXAMPLE.replace("{{ target }}", "{{ steps.restart.outputs }}");
-        assert!(errors(&later)[0].contains(":16: step check: {{ steps.restart.outputs }}: no earlier step"), "{:?}", errors(&later));
+        assert!(
+            errors(&later)[0].contains(":16: step check: {{ steps.restart.outputs }}: no earlier step"),
+            "{:?}",
+            errors(&later)
+        );
         let item = EXAMPLE.replace("{{ inputs.unit }}", "{{ item }}");
         assert!(errors(&item)[0].contains("item is only defined in a step with for_each"));
         let syntax = EXAMPLE.replace("max_parallel = 5", "max_parallel = ");
@@ -616,7 +622,7 @@ approval = { role = "operator", timeout = "1h", on_timeout = "approve", self_app
             .replace("role = \"operator\"", "role = \"boss\"")
             .replace("attempts = 3", "attempts = 3, codes = [\"invalid_params\"]");
         let found = errors(&text);
-        assert_eq!(found.len(), 4, "{found:?}");
+        assert_eq!(found.len(), 5, "the four, and the reference to the misnamed step: {found:?}");
         assert!(found.iter().any(|e| e.contains("never retried")));
         assert!(found.iter().any(|e| e.contains("approval.role")));
     }
@@ -625,12 +631,19 @@ approval = { role = "operator", timeout = "1h", on_timeout = "approve", self_app
     fn shapes_and_references_are_checked() {
         let one = |step: &str| format!("name = \"w\"\n[inputs.n]\ntype = \"integer\"\n[[steps]]\n{step}\n");
         assert!(errors(&one("name = \"a\"\ntype = \"demo\"\nmax_parallel = 2"))[0].contains("only for a for_each"));
-        assert!(errors(&one("name = \"a\"\ntype = \"demo\"\nfor_each = \"{{ inputs.n }}\""))[0].contains("not an array"));
-        assert!(errors(&one("name = \"a\"\ntype = \"demo\"\nfor_each = \"x {{ target }}\""))[0].contains("one placeholder"));
+        assert!(
+            errors(&one("name = \"a\"\ntype = \"demo\"\nfor_each = \"{{ inputs.n }}\""))[0].contains("not an array")
+        );
+        assert!(
+            errors(&one("name = \"a\"\ntype = \"demo\"\nfor_each = \"x {{ target }}\""))[0].contains("one placeholder")
+        );
         assert!(errors(&one("name = \"a\"\ntype = \"w\""))[0].contains("itself"));
         assert!(errors("name = \"w\"\n")[0].contains("1 to 100 [[steps]]"));
-        assert!(errors("name = \"w\"\n[inputs.x]\ntype = \"string\"\ndefault = 3\n[[steps]]\nname = \"a\"\ntype = \"d\"\n")[0]
-            .contains("default is integer"));
+        assert!(
+            errors("name = \"w\"\n[inputs.x]\ntype = \"string\"\ndefault = 3\n[[steps]]\nname = \"a\"\ntype = \"d\"\n")
+                [0]
+            .contains("default is integer")
+        );
         let twice = "name = \"w\"\n[[steps]]\nname = \"a\"\ntype = \"d\"\n[[steps]]\nname = \"a\"\ntype = \"d\"\n";
         assert!(errors(twice)[0].starts_with("flows/x.toml:6:"), "{:?}", errors(twice));
     }

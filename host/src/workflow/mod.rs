@@ -85,6 +85,9 @@ struct State {
 /// A file's size and modification time: when either changes, it is reloaded.
 type Stamp = (u64, Option<SystemTime>);
 
+/// A file as read: its workflow and the hash of its text, or why not.
+type Parsed = Result<(Workflow, String), String>;
+
 impl Catalog {
     /// A catalog of the `*.toml` files in `dirs`, loaded now.
     pub fn load(dirs: Vec<PathBuf>, registry: &Registry) -> Catalog {
@@ -116,7 +119,9 @@ impl Catalog {
     pub fn refused(&self) -> Vec<RefusedPlugin> {
         let state = self.read();
         let refused = state.files.iter().filter_map(|(path, (_, r))| Some((path, r.as_ref().err()?)));
-        refused.map(|(path, error)| RefusedPlugin { source: path.display().to_string(), error: error.clone() }).collect()
+        refused
+            .map(|(path, error)| RefusedPlugin { source: path.display().to_string(), error: error.clone() })
+            .collect()
     }
 
     /// Looks at the directories and (re)loads what changed since the last
@@ -138,16 +143,16 @@ impl Catalog {
             return;
         }
         // Parse every file again: a step may name a workflow of another file.
-        let mut parsed: Vec<(PathBuf, Stamp, Result<(Workflow, String), String>)> = seen
+        let mut parsed: Vec<(PathBuf, Stamp, Parsed)> = seen
             .iter()
             .map(|(path, stamp)| {
                 let source = path.display().to_string();
-                let workflow = std::fs::read_to_string(path).map_err(|e| format!("{source}: cannot read it: {e}")).and_then(
-                    |text| {
+                let workflow = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{source}: cannot read it: {e}"))
+                    .and_then(|text| {
                         let sha256 = hex::encode(Sha256::digest(text.as_bytes()));
                         Workflow::parse(&source, &text).map(|w| (w, sha256)).map_err(|e| e.to_string())
-                    },
-                );
+                    });
                 (path.clone(), *stamp, workflow)
             })
             .collect();
@@ -158,7 +163,12 @@ impl Catalog {
                 Some(format!("{}: name {:?} is taken by a plugin", path.display(), workflow.name))
             } else {
                 names.get(&workflow.name).map(|other| {
-                    format!("{}: workflow {:?} is already defined in {}", path.display(), workflow.name, other.display())
+                    format!(
+                        "{}: workflow {:?} is already defined in {}",
+                        path.display(),
+                        workflow.name,
+                        other.display()
+                    )
                 })
             };
             match clash {

@@ -164,9 +164,9 @@ fn compile(value: &Value) -> Result<Node, String> {
         Value::Array(items) if contains_placeholder(value) => {
             Node::List(items.iter().map(compile).collect::<Result<_, _>>()?)
         }
-        Value::Object(fields) if contains_placeholder(value) => Node::Object(
-            fields.iter().map(|(k, v)| Ok((k.clone(), compile(v)?))).collect::<Result<Vec<_>, String>>()?,
-        ),
+        Value::Object(fields) if contains_placeholder(value) => {
+            Node::Object(fields.iter().map(|(k, v)| Ok((k.clone(), compile(v)?))).collect::<Result<Vec<_>, String>>()?)
+        }
         other => Node::Literal(other.clone()),
     })
 }
@@ -263,7 +263,8 @@ fn lookup(expr: &Expr, scope: &Scope<'_>) -> Result<Value, String> {
             }
             Value::Array(mut items) => {
                 let len = items.len();
-                let index: usize = part.parse().map_err(|_| format!("{{{{ {expr} }}}}: {part:?} is not a list index"))?;
+                let index: usize =
+                    part.parse().map_err(|_| format!("{{{{ {expr} }}}}: {part:?} is not a list index"))?;
                 if index >= len {
                     return Err(format!("{{{{ {expr} }}}}: no element {index} (the list has {len})"));
                 }
@@ -283,7 +284,8 @@ mod tests {
 
     fn render_with(template: Value, item: Option<&Value>) -> Result<Value, String> {
         let inputs = json!({"users": ["ann", "bob"], "port": 22, "nested": {"a": [1, {"b": "deep"}]}});
-        let outputs: Map<String, Value> = json!({"check": {"stage": "banner", "latency_ms": 3}}).as_object().unwrap().clone();
+        let outputs: Map<String, Value> =
+            json!({"check": {"stage": "banner", "latency_ms": 3}}).as_object().unwrap().clone();
         let scope = Scope { target: "srv-1", run_id: "01RUN", inputs: &inputs, outputs: &outputs, item };
         Template::compile(&template)?.render(&scope)
     }
@@ -293,7 +295,10 @@ mod tests {
         assert_eq!(render_with(json!("{{ inputs.users }}"), None).unwrap(), json!(["ann", "bob"]));
         assert_eq!(render_with(json!("{{inputs.port}}"), None).unwrap(), json!(22));
         assert_eq!(render_with(json!("ssh://{{ target }}:{{ inputs.port }}"), None).unwrap(), json!("ssh://srv-1:22"));
-        assert_eq!(render_with(json!({"u": ["{{ item }}"], "k": 1}), Some(&json!("ann"))).unwrap(), json!({"u": ["ann"], "k": 1}));
+        assert_eq!(
+            render_with(json!({"u": ["{{ item }}"], "k": 1}), Some(&json!("ann"))).unwrap(),
+            json!({"u": ["ann"], "k": 1})
+        );
         assert_eq!(render_with(json!("{{ inputs.nested.a.1.b }}"), None).unwrap(), json!("deep"));
         assert_eq!(render_with(json!("{{ steps.check.outputs.stage }}"), None).unwrap(), json!("banner"));
         assert_eq!(render_with(json!("run {{ run.id }}"), None).unwrap(), json!("run 01RUN"));
@@ -304,7 +309,10 @@ mod tests {
     fn errors_name_the_expression() {
         let err = |v: Value, item: Option<&Value>| render_with(v, item).unwrap_err();
         assert_eq!(err(json!("{{ inputs.users.3 }}"), None), "{{ inputs.users.3 }}: no element 3 (the list has 2)");
-        assert_eq!(err(json!("{{ steps.check.outputs.port }}"), None), "{{ steps.check.outputs.port }}: no field \"port\"");
+        assert_eq!(
+            err(json!("{{ steps.check.outputs.port }}"), None),
+            "{{ steps.check.outputs.port }}: no field \"port\""
+        );
         assert_eq!(err(json!("{{ item }}"), None), "{{ item }}: not inside a for_each step");
         assert!(err(json!("{{ steps.later.outputs }}"), None).contains("has no outputs"));
         assert!(Template::compile(&json!("{{ inputs.port")).unwrap_err().contains("does not close"));

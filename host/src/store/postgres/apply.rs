@@ -319,7 +319,7 @@ async fn take(txn: &Transaction<'_>, claim: &Claim, events: &mut Vec<Pending>) -
                 &txn.prepare_cached(
                     "SELECT count(*) FROM opal_operations WHERE status IN ('running', 'waiting') AND type = $1",
                 )
-                    .await?,
+                .await?,
                 &[op_type],
             )
             .await?

@@ -92,7 +92,10 @@ impl PgStore {
         let rows = self
             .client()
             .await?
-            .query("SELECT data FROM opal_operations WHERE status IN ('pending', 'running', 'waiting') ORDER BY id", &[])
+            .query(
+                "SELECT data FROM opal_operations WHERE status IN ('pending', 'running', 'waiting') ORDER BY id",
+                &[],
+            )
             .await
             .map_err(classify)?;
         decode_all(&rows)
@@ -143,12 +146,7 @@ impl PgStore {
     }
 
     pub(crate) async fn paused(&self) -> Result<bool, StoreError> {
-        let row = self
-            .client()
-            .await?
-            .query_one("SELECT queue_paused FROM opal_meta", &[])
-            .await
-            .map_err(classify)?;
+        let row = self.client().await?.query_one("SELECT queue_paused FROM opal_meta", &[]).await.map_err(classify)?;
         Ok(row.get(0))
     }
 

@@ -138,7 +138,8 @@ fn flaky(params: &Params) -> Result<Outcome, Error> {
     if attempt < params.succeed_on.unwrap_or(1) {
         return Err(Error::failed(format!("attempt {attempt} fails on purpose")));
     }
-    Ok(Outcome::message(format!("succeeded on attempt {attempt}")).with_details(serde_json::json!({ "attempt": attempt })))
+    Ok(Outcome::message(format!("succeeded on attempt {attempt}"))
+        .with_details(serde_json::json!({ "attempt": attempt })))
 }
 
 /// Each escape attempt and what came of it: `"denied: ..."` or `"allowed: ..."`.
