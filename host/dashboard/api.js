@@ -51,6 +51,11 @@ export const api = {
   },
   start: (type, target, params) => call("POST", "/operations", { type, target, params }),
   cancel: (id) => call("POST", `/operations/${encodeURIComponent(id)}/cancel`),
+  /** Decides the approval gate a workflow run waits at: `decision` is "approve" or "reject". */
+  decide: (id, decision, comment) =>
+    call("POST", `/operations/${encodeURIComponent(id)}/${decision}`, comment ? { comment } : {}),
+  /** Pauses (`true`) or resumes the queue (admins). */
+  queue: (paused) => call("POST", `/queue/${paused ? "pause" : "resume"}`),
 };
 
 /** One sentence for a failed call. */

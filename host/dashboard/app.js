@@ -9,6 +9,7 @@ import { byId, setText } from "./dom.js";
 import { opTitle } from "./format.js";
 import { StartForm } from "./form.js";
 import { OperationsList } from "./list.js";
+import { QueueSwitch } from "./queue.js";
 import { LiveSocket } from "./socket.js";
 import { Store } from "./store.js";
 import { SystemPanel } from "./system.js";
@@ -18,6 +19,7 @@ const store = new Store();
 const list = new OperationsList(store);
 const form = new StartForm(store);
 const system = new SystemPanel(store);
+new QueueSwitch(store);
 const socket = new LiveSocket({
   // Batched frames: a burst of events arrives as one frame, one message per line.
   url: `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}/api/v1/ws?batch=true`,
@@ -43,6 +45,7 @@ function draw() {
   else setTimeout(run, 100);
 }
 store.on("ops", draw);
+store.on("caller", draw);
 
 store.on("terminal", (frame) => {
   const op = frame.operation;

@@ -1,11 +1,12 @@
 // How values read on screen: statuses, durations, times, sizes.
 
 export const TERMINAL = new Set(["completed", "failed", "cancelled"]);
-export const ACTIVE = new Set(["pending", "running"]);
+export const ACTIVE = new Set(["pending", "running", "waiting"]);
 
 export const STATUS_LABEL = {
   pending: "Pending",
   running: "Running",
+  waiting: "Waiting for approval",
   completed: "Completed",
   failed: "Failed",
   cancelled: "Cancelled",
@@ -90,4 +91,12 @@ export function busyLabel(op) {
 /** `demo on srv-1`. */
 export function opTitle(op) {
   return `${op.type} on ${op.target}`;
+}
+
+/** The roles, lowest first: each may do what the ones before it may. */
+const ROLES = ["viewer", "operator", "admin"];
+
+/** Whether `role` is `needed` or above it. */
+export function holds(role, needed) {
+  return ROLES.indexOf(role) >= 0 && ROLES.indexOf(role) >= ROLES.indexOf(needed);
 }

@@ -8,6 +8,7 @@ import { api, problemText } from "./api.js";
 import { cancelling, confirmCancel } from "./cancel.js";
 import { h, byId, setText, setAttr } from "./dom.js";
 import { ACTIVE, STATUS_LABEL, elapsedLabel, opTitle, TERMINAL } from "./format.js";
+import { RunSteps, isRun } from "./runs.js";
 import { toast } from "./toasts.js";
 
 const PAGE = 50;
@@ -16,6 +17,8 @@ export class OperationsList {
   constructor(store) {
     this.store = store;
     this.rows = new Map();
+    /** Ids of the runs whose steps are shown. */
+    this.expanded = new Set();
     this.filters = { status: byId("filter-status"), type: byId("filter-type"), target: byId("filter-target") };
     this.active = this.table(byId("active-list"), "Active operations");
     this.history = this.table(byId("history-list"), "Operation history");
@@ -48,7 +51,9 @@ export class OperationsList {
     const status = this.filters.status.value;
     const type = this.filters.type.value;
     const target = this.filters.target.value.trim().toLowerCase();
+    // A workflow's steps show inside its run's row, not as rows of their own.
     return (op) =>
+      !op.parent &&
       (!status || op.status === status) &&
       (!type || op.type === type) &&
       (!target || op.target.toLowerCase().includes(target));
@@ -67,6 +72,7 @@ export class OperationsList {
     for (const [id, row] of this.rows) {
       if (!this.store.ops.has(id) || !row.tr.isConnected) {
         row.tr.remove();
+        row.sub?.remove();
         this.rows.delete(id);
       }
     }
@@ -76,19 +82,35 @@ export class OperationsList {
     group.table.hidden = ops.length === 0;
     group.empty.hidden = ops.length > 0;
     setText(group.empty, emptyText);
-    const wanted = new Set(ops.map((op) => op.id));
-    for (const tr of [...group.body.children]) if (!wanted.has(tr.dataset.opId)) tr.remove();
-    ops.forEach((op, i) => {
+    const wanted = new Set();
+    for (const op of ops) {
+      wanted.add(this.row(op).tr);
+      if (this.expanded.has(op.id) && this.rows.get(op.id).sub) wanted.add(this.rows.get(op.id).sub);
+    }
+    for (const tr of [...group.body.children]) if (!wanted.has(tr)) tr.remove();
+    let i = 0;
+    const place = (tr) => {
+      if (group.body.children[i] !== tr) group.body.insertBefore(tr, group.body.children[i] ?? null);
+      i += 1;
+    };
+    for (const op of ops) {
       const row = this.row(op);
       this.update(row, op, now);
-      if (group.body.children[i] !== row.tr) group.body.insertBefore(row.tr, group.body.children[i] ?? null);
-    });
+      place(row.tr);
+      if (row.sub && this.expanded.has(op.id)) place(row.sub);
+    }
   }
 
   row(op) {
     let row = this.rows.get(op.id);
     if (row) return row;
     const link = h("a", { class: "op-type", href: `#/operations/${op.id}` });
+    const expand = h("button", { type: "button", class: "expand", "aria-expanded": "false", hidden: true }, "▸");
+    expand.addEventListener("click", () => {
+      if (this.expanded.has(op.id)) this.expanded.delete(op.id);
+      else this.expanded.add(op.id);
+      this.render();
+    });
     const target = h("span", { class: "op-target" });
     const badge = h("span", { class: "badge" });
     const fill = h("div", { class: "progress-fill" });
@@ -106,20 +128,32 @@ export class OperationsList {
     const tr = h(
       "tr",
       { "data-op-id": op.id },
-      h("td", { class: "c-op" }, link, target),
+      h("td", { class: "c-op" }, expand, link, target),
       h("td", { class: "c-status" }, badge),
       h("td", { class: "c-progress" }, h("div", { class: "bar-line" }, bar, pct), h("div", { class: "op-line" }, phase, message)),
       elapsed,
       by,
       h("td", { class: "c-actions" }, cancel),
     );
-    row = { tr, link, target, badge, bar, fill, pct, phase, message, elapsed, by, cancel };
+    row = { tr, link, target, badge, bar, fill, pct, phase, message, elapsed, by, cancel, expand, sub: null, steps: null };
     this.rows.set(op.id, row);
     return row;
   }
 
   update(row, op, now) {
     setAttr(row.tr, "data-status", op.status);
+    if (isRun(op)) {
+      if (!row.steps) {
+        row.steps = new RunSteps(this.store);
+        row.sub = h("tr", { class: "steps-row", "data-run": op.id }, h("td", { colspan: 6 }, row.steps.el));
+      }
+      const open = this.expanded.has(op.id);
+      row.expand.hidden = false;
+      setAttr(row.expand, "aria-expanded", String(open));
+      setAttr(row.expand, "aria-label", `${open ? "Hide" : "Show"} the steps of ${opTitle(op)}`);
+      setText(row.expand, open ? "▾" : "▸");
+      if (open) row.steps.update(op);
+    }
     setText(row.link, op.type);
     setText(row.target, op.target);
     setAttr(row.target, "title", op.target);

@@ -21,6 +21,8 @@ export class Store {
     this.olderExist = false;
     /** `GET /plugins`, by name. */
     this.plugins = new Map();
+    /** Who the page acts as (`GET /status`): `{name, role}`, or null until known. */
+    this.caller = null;
     this.listeners = new Map();
   }
 
@@ -91,6 +93,11 @@ export class Store {
     this.emit("ops", {});
   }
 
+  setCaller(caller) {
+    this.caller = caller;
+    this.emit("caller", caller);
+  }
+
   setPlugins(list) {
     this.plugins = new Map(list.map((p) => [p.name, p]));
     this.emit("plugins", list);
@@ -102,6 +109,13 @@ export class Store {
       if (op.type === type && op.target === target && ACTIVE.has(op.status)) return op;
     }
     return null;
+  }
+
+  /** The steps (children) of workflow run `id`, oldest first. */
+  childrenOf(id) {
+    const out = [];
+    for (const op of this.ops.values()) if (op.parent === id) out.push(op);
+    return out.sort((a, b) => (a.id < b.id ? -1 : 1));
   }
 
   /** Active operations oldest first, then ended ones newest first, each filtered by `keep`. */

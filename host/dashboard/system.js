@@ -38,6 +38,7 @@ export class SystemPanel {
     const reply = await api.status();
     if (!reply.ok) return;
     this.server = { version: reply.body.version, startedAt: Date.now() - reply.body.uptime_seconds * 1000 };
+    this.store.setCaller({ name: reply.body.caller, role: reply.body.role });
     // Until the first system.status event, the HTTP figures are the best we have.
     if (!this.store.system) this.store.setSystem(reply.body);
     this.render();

@@ -242,6 +242,11 @@ struct Status {
     node: String,
     /// Its store backend: `redb` (one node) or `postgres` (a cluster).
     store: &'static str,
+    /// Who asked: the caller's name as operations record it (`user:<name>`,
+    /// `api` in dev mode), so a client can tell its own runs.
+    caller: String,
+    /// The caller's role: what it may do (`viewer`, `operator`, `admin`).
+    role: &'static str,
     #[serde(flatten)]
     figures: SystemStatus,
 }
@@ -256,6 +261,8 @@ async fn status(State(app): State<AppState>, caller: Caller) -> Result<Json<Stat
         uptime_seconds: app.status.started.elapsed().as_secs(),
         node: app.engine.node().to_owned(),
         store: app.engine.store_kind(),
+        caller: caller.0.audit_name().to_owned(),
+        role: caller.0.role.as_str(),
         figures: app.status.read(),
     }))
 }

@@ -56,6 +56,8 @@ const ASSETS: &[Asset] = &[
     asset!("form.js", JS),
     asset!("format.js", JS),
     asset!("list.js", JS),
+    asset!("queue.js", JS),
+    asset!("runs.js", JS),
     asset!("schema.js", JS),
     asset!("socket.js", JS),
     asset!("store.js", JS),
