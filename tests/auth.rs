@@ -91,6 +91,13 @@ fn endpoint_table() -> Vec<Row> {
         ("POST", "/api/v1/schedules", Some(schedule_body("site-b/s-{role}")), [&[401], &[401], &[403], &[403], &[201]]),
         ("DELETE", "/api/v1/schedules/{sb}", None, [&[401], &[401], &[403], &[404], &[204]]),
         ("DELETE", "/api/v1/schedules/{sa}", None, [&[401], &[401], &[403], &[204], &[404]]),
+        // Neither is a workflow run waiting at a gate: 409 for whoever may see it.
+        ("POST", "/api/v1/operations/{a}/approve", None, [&[401], &[401], &[409], &[409], &[409]]),
+        ("POST", "/api/v1/operations/{b}/approve", None, [&[401], &[401], &[404], &[404], &[409]]),
+        ("POST", "/api/v1/operations/{a}/reject", None, [&[401], &[401], &[409], &[409], &[409]]),
+        ("POST", "/api/v1/operations/{b}/reject", None, [&[401], &[401], &[404], &[404], &[409]]),
+        ("POST", "/api/v1/queue/pause", None, [&[401], &[401], &[403], &[403], &[200]]),
+        ("POST", "/api/v1/queue/resume", None, [&[401], &[401], &[403], &[403], &[200]]),
         ("POST", "/api/v1/operations/{b}/cancel", None, [&[401], &[401], &[403], &[404], &[202]]),
         // The operator's cancel may already have ended it by the admin's turn.
         ("POST", "/api/v1/operations/{a}/cancel", None, [&[401], &[401], &[403], &[202], &[202, 409]]),

@@ -100,7 +100,8 @@ pub(super) fn decide(
     mut op: Operation,
     why: &str,
 ) -> (EventKind, Operation) {
-    let retry_safe = workflows.get(&op.op_type).is_some()
+    let workflow = workflows.get(&op.op_type).is_some();
+    let retry_safe = workflow
         || semver::Version::parse(&op.plugin_version)
             .ok()
             .and_then(|v| registry.get_exact(&op.op_type, &v))
@@ -109,7 +110,10 @@ pub(super) fn decide(
         op.status = Status::Pending;
         op.attempt += 1;
         op.started_at = None;
-        op.progress = 0;
+        // A workflow run keeps its progress: it continues where it stopped.
+        if !workflow {
+            op.progress = 0;
+        }
         op.error = None;
         op.message = format!("re-queued after an interruption (attempt {})", op.attempt);
         (EventKind::Requeued, op)
