@@ -49,6 +49,8 @@ store.on("caller", draw);
 
 store.on("terminal", (frame) => {
   const op = frame.operation;
+  // A workflow's steps end inside their run's row; the run's own end is the news.
+  if (op.parent) return;
   const kind = frame.event.split(".")[1];
   const text = kind === "failed" ? op.error?.message ?? op.message : op.message;
   toast({ kind, title: `${opTitle(op)} ${kind}`, text, href: `#/operations/${op.id}` });

@@ -6,7 +6,7 @@ export const ACTIVE = new Set(["pending", "running", "waiting"]);
 export const STATUS_LABEL = {
   pending: "Pending",
   running: "Running",
-  waiting: "Waiting for approval",
+  waiting: "Waiting",
   completed: "Completed",
   failed: "Failed",
   cancelled: "Cancelled",

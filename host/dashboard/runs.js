@@ -99,7 +99,7 @@ export class RunSteps {
       h(
         "p",
         { class: "gate-text" },
-        `Step ${gate.step} waits for approval by a ${gate.role}. `,
+        `Step ${gate.step} waits for approval by ${gate.role === "viewer" ? "a" : "an"} ${gate.role}. `,
         `Unless someone decides, it is ${gate.on_timeout === "approve" ? "approved" : "rejected"} at ${deadline}.`,
       ),
     ];
