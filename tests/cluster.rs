@@ -17,6 +17,8 @@
 //! - SIGTERM hands running operations back at once and closes sockets with 1012.
 //! - A database made read-only costs 503s with Retry-After and a `failed`
 //!   storage status; once writable again the node recovers by itself.
+//! - A workflow run whose node is killed in step 2 of 3 continues on another
+//!   node at step 2; step 1 never runs again.
 //!
 //! Each test needs PostgreSQL (`OPAL_TEST_DATABASE_URL`, see
 //! `tests/support/cluster.rs`) and is skipped, with a notice, without one
@@ -864,4 +866,77 @@ async fn a_read_only_database_gets_503s_and_the_node_recovers_by_itself_when_it_
     assert_eq!(node.get("/readyz").await.status, 200);
     let log = node.log();
     assert!(!log.contains("panicked"), "{log}");
+}
+
+const WORKFLOW: &str = r#"
+name = "three-steps"
+[[steps]]
+name = "one"
+type = "demo"
+params = { steps = 1, step_ms = 10 }
+[[steps]]
+name = "two"
+type = "demo"
+params = { steps = 30, step_ms = 100 }
+retry = { attempts = 3, initial = "100ms", codes = ["interrupted"] }
+[[steps]]
+name = "three"
+type = "demo"
+params = { steps = 1, step_ms = 10 }
+"#;
+
+/// A workflow run is a durable state machine in the shared database: when
+/// the node driving it dies in step 2 of 3, another node takes the run over
+/// once the lease expires and continues at step 2; step 1 never runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_run_continues_on_another_node_when_its_node_is_killed() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let flows = tempfile::tempdir().unwrap();
+    std::fs::write(flows.path().join("three.toml"), WORKFLOW).unwrap();
+    let dir = flows.path().display().to_string();
+    let options = NodeOptions::default().lease("2s").arg("--workflows").arg(&dir);
+    let mut nodes = Node::start_all(&db, &["a", "b"], options).await;
+    let run = start(&nodes[0], &json!({"type": "three-steps", "target": "box"})).await;
+    let path = format!("/api/v1/operations?parent={run}");
+    let reader = &nodes[1];
+    let first = eventually(Duration::from_secs(20), "step two running", || {
+        let path = path.clone();
+        async move {
+            let kids = reader.get(&path).await.body["operations"].as_array().cloned().unwrap_or_default();
+            let two = kids.iter().any(|k| k["step"] == "two" && k["status"] == "running");
+            let one = kids.iter().find(|k| k["step"] == "one").cloned();
+            match (two, one) {
+                (true, Some(one)) => Ok(one),
+                _ => Err(format!("children: {kids:?}")),
+            }
+        }
+    })
+    .await;
+    let driver = op(reader, &run).await["node"].as_str().unwrap().to_owned();
+    let (dead, alive) = if driver == "a" { (0, 1) } else { (1, 0) };
+    nodes[dead].kill().await;
+    let survivor = &nodes[alive];
+    let id = run.as_str();
+    let ended = eventually(Duration::from_secs(40), "the run to end on the survivor", || async move {
+        let run = op(survivor, id).await;
+        if is_terminal(&run) { Ok(run) } else { Err(format!("{run}")) }
+    })
+    .await;
+    assert_eq!(ended["status"], "completed", "{ended}\n{}", survivor.log_tail(30));
+    assert_eq!(ended["node"], survivor.id.as_str(), "the survivor drove it to the end");
+    assert!(ended["attempt"].as_u64() >= Some(2), "the run was taken over: {ended}");
+    let kids =
+        survivor.get(&format!("/api/v1/operations?parent={run}")).await.body["operations"].as_array().cloned().unwrap();
+    let ones: Vec<&Value> = kids.iter().filter(|k| k["step"] == "one").collect();
+    assert_eq!(ones.len(), 1, "{kids:?}");
+    assert_eq!(
+        (ones[0]["attempt"].as_u64(), &ones[0]["started_at"]),
+        (Some(1), &first["started_at"]),
+        "step one never ran again"
+    );
+    for step in ["two", "three"] {
+        let of: Vec<&Value> = kids.iter().filter(|k| k["step"] == step).collect();
+        assert_eq!(of.len(), 1, "step {step} is one operation: {kids:?}");
+        assert_eq!(of[0]["status"], "completed");
+    }
 }
