@@ -246,16 +246,15 @@ async fn a_plugin_that_fails_twice_completes_on_attempt_3_after_the_policys_dela
     let id = start(&server, "faulty", "flaky-1", params.clone()).await;
 
     // While it waits for its retry, it still holds its slot.
-    let first = until("the first retry", || async {
+    until("the first retry to wait", || async {
         let op = server.get(&format!("/api/v1/operations/{id}")).await.body;
-        (op["attempt"] == 2).then_some(op)
+        (op["attempt"] == 2 && op["status"] == "pending").then_some(op)
     })
     .await;
-    if first["status"] == "pending" {
-        let again =
-            server.post("/api/v1/operations", &json!({"type": "faulty", "target": "flaky-1", "params": params})).await;
-        assert_eq!(again.status, 409, "the slot is held across attempts: {again:?}");
-    }
+    let again =
+        server.post("/api/v1/operations", &json!({"type": "faulty", "target": "flaky-1", "params": params})).await;
+    assert_eq!(again.status, 409, "the slot is held across attempts: {again:?}");
+    assert_eq!(again.body["operation"]["id"], id.as_str());
 
     let events: Vec<Value> =
         ws.events_until_terminal(&id).await.into_iter().filter(|e| e["operation"]["id"] == id.as_str()).collect();
@@ -728,4 +727,32 @@ async fn a_bad_file_is_refused_with_its_line_and_the_others_load_and_reload() {
     assert_eq!(op["status"], "completed");
     let invalid = server.post("/api/v1/operations", &json!({"type": "fine", "target": "t", "params": {"x": 1}})).await;
     assert_eq!(invalid.status, 400, "a workflow's params are its inputs: {invalid:?}");
+}
+
+#[tokio::test]
+async fn a_step_may_run_another_workflow_and_use_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = "name = \"inner\"\n[inputs.n]\ntype = \"integer\"\n[[steps]]\nname = \"work\"\ntype = \"demo\"\nparams = { steps = \"{{ inputs.n }}\", step_ms = 5 }\n";
+    let outer = r#"
+name = "outer"
+[[steps]]
+name = "first"
+type = "inner"
+params = { n = 2 }
+[[steps]]
+name = "second"
+type = "demo"
+params = { steps = "{{ steps.first.outputs.steps.0.outputs.steps }}", step_ms = 5 }
+"#;
+    let flows = workflows(dir.path(), &[("inner.toml", inner), ("outer.toml", outer)]);
+    let server = server(dir.path(), flows, |_| {}).await;
+    let run = start(&server, "outer", "t", json!({})).await;
+    let op = server.wait_terminal(&run).await;
+    assert_eq!(op["status"], "completed", "{op}");
+    let kids = children(&server, &run).await;
+    assert_eq!((kids[0]["type"].as_str(), kids[1]["type"].as_str()), (Some("inner"), Some("demo")));
+    assert_eq!(kids[1]["params"]["steps"], 2, "the inner run's outputs reached the next step");
+    let grandchildren = children(&server, kids[0]["id"].as_str().unwrap()).await;
+    assert_eq!(grandchildren.len(), 1);
+    assert_eq!(grandchildren[0]["parent"], kids[0]["id"]);
 }

@@ -18,5 +18,7 @@ DROP INDEX opal_operations_running;
 CREATE INDEX opal_operations_running ON opal_operations (owner, lease_until)
     WHERE status IN ('running', 'waiting');
 CREATE INDEX opal_operations_parent ON opal_operations (parent, id) WHERE parent IS NOT NULL;
+CREATE INDEX opal_operations_retry ON opal_operations (next_attempt_ms)
+    WHERE status = 'pending' AND next_attempt_ms IS NOT NULL;
 
 ALTER TABLE opal_meta ADD COLUMN queue_paused boolean NOT NULL DEFAULT false;

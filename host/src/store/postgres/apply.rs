@@ -288,19 +288,20 @@ async fn transition(
 /// limits. Claims of a limited type are serialized by an advisory lock on
 /// the type, so two nodes cannot both see room for the last place.
 async fn take(txn: &Transaction<'_>, claim: &Claim, events: &mut Vec<Pending>) -> Applied {
-    let paused: bool =
-        txn.query_one(&txn.prepare_cached("SELECT queue_paused FROM opal_meta").await?, &[]).await?.get(0);
     let now_ms = millis(Timestamp::now());
-    let wake_ms: Option<i64> = txn
+    // One round trip: whether the queue is paused, and when the next retry is due.
+    let row = txn
         .query_one(
             &txn.prepare_cached(
-                "SELECT min(next_attempt_ms) FROM opal_operations WHERE status = 'pending' AND next_attempt_ms > $1",
+                "SELECT (SELECT queue_paused FROM opal_meta),
+                        (SELECT min(next_attempt_ms) FROM opal_operations
+                         WHERE status = 'pending' AND next_attempt_ms IS NOT NULL AND next_attempt_ms > $1)",
             )
             .await?,
             &[&now_ms],
         )
-        .await?
-        .get(0);
+        .await?;
+    let (paused, wake_ms): (bool, Option<i64>) = (row.get(0), row.get(1));
     let wake_at = wake_ms.map(from_millis);
     if paused {
         return Ok(Ok(Receipt { paused, wake_at, ..Receipt::default() }));

@@ -18,6 +18,8 @@ pub(super) struct Queue {
     /// Pending operations by id (creation order), with their types and,
     /// for a retry, when it is due.
     pending: BTreeMap<OperationId, (String, Option<Timestamp>)>,
+    /// How many of `pending` wait for a retry's due time.
+    retries: usize,
     /// Running operations with their types.
     running: HashMap<OperationId, String>,
     running_by_type: HashMap<String, usize>,
@@ -42,7 +44,16 @@ impl Queue {
     }
 
     pub(super) fn push(&mut self, id: OperationId, op_type: String, due: Option<Timestamp>) {
-        self.pending.insert(id, (op_type, due));
+        self.retries += usize::from(due.is_some());
+        if let Some((_, old)) = self.pending.insert(id, (op_type, due)) {
+            self.retries -= usize::from(old.is_some());
+        }
+    }
+
+    fn unpend(&mut self, id: &OperationId) {
+        if let Some((_, due)) = self.pending.remove(id) {
+            self.retries -= usize::from(due.is_some());
+        }
     }
 
     fn start(&mut self, id: OperationId, op_type: String) {
@@ -52,7 +63,7 @@ impl Queue {
 
     /// The operation left `pending` or `running` (it ended, or was re-queued).
     pub(super) fn left(&mut self, id: OperationId) {
-        self.pending.remove(&id);
+        self.unpend(&id);
         if let Some(op_type) = self.running.remove(&id)
             && let Some(count) = self.running_by_type.get_mut(&op_type)
         {
@@ -91,7 +102,7 @@ impl Queue {
             taken.push((*id, op_type.clone()));
         }
         for (id, op_type) in &taken {
-            self.pending.remove(id);
+            self.unpend(id);
             self.start(*id, op_type.clone());
         }
         taken.into_iter().map(|(id, _)| id).collect()
@@ -107,6 +118,9 @@ impl Queue {
 
     /// The earliest due time of a pending retry after `now`.
     pub(super) fn next_due(&self, now: Timestamp) -> Option<Timestamp> {
+        if self.retries == 0 {
+            return None;
+        }
         self.pending.values().filter_map(|(_, due)| *due).filter(|due| *due > now).min()
     }
 
