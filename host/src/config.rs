@@ -7,6 +7,7 @@
 //! plugins = ["./plugins"]
 //! max_concurrent = 16          # operations running at once, all types
 //! retention_days = 30          # how long ended operations are kept
+//! audit_retention_days = 90    # how long audit log entries are kept
 //! cancel_grace_ms = 5000
 //! progress_window_ms = 500
 //!
@@ -60,6 +61,8 @@ pub struct ServerConfig {
     pub plugin_dirs: Vec<PathBuf>,
     /// Directories of `*.toml` workflow definitions (`--workflows`, `[workflows] dirs`).
     pub workflow_dirs: Vec<PathBuf>,
+    /// Inbound webhooks (`[[hooks]]`).
+    pub hooks: Vec<crate::hooks::Hook>,
     /// Whether to load the plugins compiled into the binary.
     pub bundled_plugins: bool,
     /// Progress throttle window per operation.
@@ -78,6 +81,8 @@ pub struct ServerConfig {
     pub max_concurrent: usize,
     /// Ended operations older than this are pruned, with their events.
     pub retention: Duration,
+    /// Audit log entries older than this are pruned.
+    pub audit_retention: Duration,
     /// How often pruning runs.
     pub prune_interval: Duration,
     /// Per operation type overrides.
@@ -309,6 +314,7 @@ impl Default for ServerConfig {
             cache_dir: None,
             plugin_dirs: Vec::new(),
             workflow_dirs: Vec::new(),
+            hooks: Vec::new(),
             bundled_plugins: true,
             progress_window: Duration::from_millis(500),
             cancel_grace: Duration::from_secs(5),
@@ -318,6 +324,7 @@ impl Default for ServerConfig {
             max_instances: 256,
             max_concurrent: 64,
             retention: Duration::from_secs(30 * 24 * 3600),
+            audit_retention: Duration::from_secs(90 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
             types: BTreeMap::new(),
             plugin_poll: Duration::from_secs(1),
@@ -361,6 +368,8 @@ struct ConfigFile {
     plugins: Vec<PathBuf>,
     #[serde(default)]
     workflows: WorkflowsSection,
+    #[serde(default)]
+    hooks: Vec<crate::hooks::HookSection>,
     progress_window_ms: Option<u64>,
     cancel_grace_ms: Option<u64>,
     memory_limit_mib: Option<usize>,
@@ -369,6 +378,7 @@ struct ConfigFile {
     max_instances: Option<u32>,
     max_concurrent: Option<usize>,
     retention_days: Option<u64>,
+    audit_retention_days: Option<u64>,
     ping_interval_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     progress_delay_ms: Option<u64>,
@@ -496,6 +506,13 @@ impl ServerConfig {
         config.cache_dir = file.cache.map(|cache| base.join(cache));
         config.plugin_dirs = file.plugins.into_iter().map(|p| base.join(p)).collect();
         config.workflow_dirs = file.workflows.dirs.into_iter().map(|p| base.join(p)).collect();
+        for section in file.hooks {
+            let hook = section.into_hook().map_err(|e| ConfigError::Value(name.clone(), e))?;
+            if config.hooks.iter().any(|h: &crate::hooks::Hook| h.name == hook.name) {
+                return Err(ConfigError::Value(name.clone(), format!("hooks: {:?} is defined twice", hook.name)));
+            }
+            config.hooks.push(hook);
+        }
         let positive = |what: &str, v: u64| {
             if v == 0 { Err(ConfigError::Value(name.clone(), format!("{what} must be at least 1"))) } else { Ok(v) }
         };
@@ -542,6 +559,9 @@ impl ServerConfig {
         }
         if let Some(n) = file.max_concurrent {
             config.max_concurrent = positive("max_concurrent", n as u64)? as usize;
+        }
+        if let Some(days) = file.audit_retention_days {
+            config.audit_retention = Duration::from_secs(positive("audit_retention_days", days)? * 24 * 3600);
         }
         if let Some(days) = file.retention_days {
             config.retention = Duration::from_secs(positive("retention_days", days)? * 24 * 3600);

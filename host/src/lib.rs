@@ -15,6 +15,7 @@
 //! | [`progress`] | the per-operation progress throttle |
 //! | [`engine`] | operation lifecycle: admission, queue and limits, runners, workflow drivers, gates, retries, cancel, recovery, retention |
 //! | [`schedule`] | recurring operations on a cron |
+//! | [`hooks`] | inbound webhooks: signatures, filters, payload mapping |
 //! | [`hub`] | topics, snapshots and fan-out to connections |
 //! | [`ws`] | the WebSocket protocol, heartbeats |
 //! | [`status`] | system figures and the `system.status` broadcast |
@@ -29,6 +30,7 @@ pub mod bundled;
 pub mod config;
 pub mod dashboard;
 pub mod engine;
+pub mod hooks;
 pub mod hub;
 pub mod model;
 pub mod progress;

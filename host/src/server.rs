@@ -120,6 +120,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
             cancel_grace: config.cancel_grace,
             max_concurrent: config.max_concurrent,
             retention: config.retention,
+            audit_retention: config.audit_retention,
             prune_interval: config.prune_interval,
             types: config.types.clone(),
             node: config.node_id.clone(),
@@ -164,7 +165,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         config: config.ws.clone(),
         shutdown: shutdown.clone(),
     };
-    let state = AppState { engine: engine.clone(), registry, schedules, sockets, status, access };
+    let hooks = crate::api::Hooks::new(&config.hooks);
+    let state = AppState { engine: engine.clone(), registry, schedules, sockets, status, access, hooks };
     let app = router(state);
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
@@ -176,6 +178,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
+        // The peer's address reaches the handlers (the audit log records it).
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await?;
         engine.shutdown().await;
         drop(engine);

@@ -19,6 +19,8 @@ mod m0001_initial;
 mod m0002_idempotency;
 #[path = "../redb/0003_event_order.rs"]
 mod m0003_event_order;
+#[path = "../redb/0004_audit.rs"]
+mod m0004_audit;
 pub mod postgres;
 pub mod schema;
 
@@ -34,10 +36,10 @@ pub struct Migration {
 
 /// Every migration, oldest first.
 pub const MIGRATIONS: &[Migration] =
-    &[m0001_initial::MIGRATION, m0002_idempotency::MIGRATION, m0003_event_order::MIGRATION];
+    &[m0001_initial::MIGRATION, m0002_idempotency::MIGRATION, m0003_event_order::MIGRATION, m0004_audit::MIGRATION];
 
 /// The schema version this build writes.
-pub const LATEST: u64 = 3;
+pub const LATEST: u64 = 4;
 
 /// Why migrating failed.
 #[derive(Debug, thiserror::Error)]

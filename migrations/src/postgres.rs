@@ -20,10 +20,11 @@ pub struct SqlMigration {
 pub const MIGRATIONS: &[SqlMigration] = &[
     SqlMigration { version: 1, name: "initial", sql: include_str!("../postgres/0001_initial.sql") },
     SqlMigration { version: 2, name: "workflows", sql: include_str!("../postgres/0002_workflows.sql") },
+    SqlMigration { version: 3, name: "audit log", sql: include_str!("../postgres/0003_audit.sql") },
 ];
 
 /// The schema version this build writes.
-pub const LATEST: i32 = 2;
+pub const LATEST: i32 = 3;
 
 /// The advisory lock key held while migrating ("opal" + "mig" in ASCII), so
 /// nodes starting together apply each step once.

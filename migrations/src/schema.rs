@@ -34,3 +34,7 @@ pub const SCHEDULES: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("sc
 /// `event_order`: seq → the operation whose event it is (since version 3), so
 /// events can be read back in global seq order.
 pub const EVENT_ORDER: TableDefinition<'_, u64, u128> = TableDefinition::new("event_order");
+
+/// `audit`: audit entry id (a ULID, so key order is time order) → the entry
+/// (JSON) (since version 4).
+pub const AUDIT: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("audit");

@@ -5,7 +5,9 @@
 //! that forgets authentication does not compile into the router's table of
 //! endpoints that the role × endpoint test walks.
 
-use axum::extract::FromRequestParts;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 
@@ -13,16 +15,34 @@ use super::AppState;
 use super::problem::ApiError;
 use crate::auth::{Principal, Role};
 
-/// Who is calling.
+/// Who is calling, and from where (the peer's address, for the audit log).
 #[derive(Debug, Clone)]
-pub struct Caller(pub Principal);
+pub struct Caller(pub Principal, pub Option<String>);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
-        Caller::from_headers(&parts.headers, app)
+        let mut caller = Caller::from_headers(&parts.headers, app)?;
+        caller.1 = remote(parts);
+        Ok(caller)
     }
+}
+
+/// The peer's address, for handlers without a [`Caller`] (webhooks).
+pub(super) struct Remote(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Remote {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Remote(remote(parts)))
+    }
+}
+
+/// The peer's address, when the server was started with it (it always is).
+pub(super) fn remote(parts: &Parts) -> Option<String> {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.to_string())
 }
 
 impl Caller {
@@ -34,7 +54,16 @@ impl Caller {
                 value.to_str().map_err(|_| ApiError::Unauthorized("the Authorization header is not text".into()))?,
             ),
         };
-        app.access.auth.authenticate(header).map(Caller).map_err(|e| ApiError::Unauthorized(e.to_string()))
+        app.access
+            .auth
+            .authenticate(header)
+            .map(|principal| Caller(principal, None))
+            .map_err(|e| ApiError::Unauthorized(e.to_string()))
+    }
+
+    /// An audit entry for `action` on `object` by this caller.
+    pub fn entry(&self, action: &str, object: impl Into<String>) -> crate::model::AuditEntry {
+        crate::model::AuditEntry::new(self.0.audit_name(), self.1.clone(), action, object)
     }
 
     /// `Ok` if the caller has at least `role`; else a 403 saying which role it takes.

@@ -75,7 +75,12 @@ async fn decide(
             gate.step
         )));
     }
-    let run = app.engine.decide(run, gate, decision, &by, comment).await?;
+    let action = match decision {
+        Decision::Approve => "gate.approve",
+        Decision::Reject => "gate.reject",
+    };
+    let entry = caller.entry(action, run.id.to_string()).with_detail(format!("step {} of {}", gate.step, run.op_type));
+    let run = app.engine.decide(run, gate, decision, &by, comment, Some(entry)).await?;
     Ok((StatusCode::OK, Json(run)).into_response())
 }
 
@@ -130,7 +135,8 @@ pub(super) struct QueueState {
 
 async fn set_paused(app: AppState, caller: Caller, paused: bool) -> Result<Json<QueueState>, ApiError> {
     caller.require(Role::Admin, if paused { "pausing the queue" } else { "resuming the queue" })?;
-    app.engine.set_paused(paused).await?;
+    let entry = caller.entry(if paused { "queue.pause" } else { "queue.resume" }, "queue");
+    app.engine.set_paused(paused, Some(entry)).await?;
     tracing::info!(by = caller.0.audit_name(), paused, "queue {}", if paused { "paused" } else { "resumed" });
     app.status.broadcast_now();
     Ok(Json(QueueState { paused }))

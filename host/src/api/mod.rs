@@ -6,9 +6,11 @@
 //! Handlers parse and map; decisions belong to the engine. Errors are mapped
 //! to problem+json in `problem`, and nowhere else.
 
+mod audit;
 mod body;
 mod caller;
 mod gates;
+mod hooks;
 mod guard;
 mod openapi;
 mod operations;
@@ -22,6 +24,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
+pub use hooks::Hooks;
 pub use caller::Caller;
 pub use openapi::document as openapi_document;
 pub use problem::ApiError;
@@ -49,6 +52,8 @@ pub struct AppState {
     pub status: StatusSources,
     /// Credentials and per-principal limits.
     pub access: Arc<Access>,
+    /// Inbound webhooks.
+    pub hooks: Arc<hooks::Hooks>,
 }
 
 /// The whole HTTP app.
@@ -66,6 +71,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/operations/{id}/reject", post(gates::reject))
         .route("/api/v1/queue/pause", post(gates::pause))
         .route("/api/v1/queue/resume", post(gates::resume))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/hooks/{name}", post(hooks::deliver))
         .route("/api/v1/schedules", post(schedules::create).get(schedules::list))
         .route("/api/v1/schedules/{id}", get(schedules::get).delete(schedules::delete))
         .route("/api/v1/status", get(status))
@@ -74,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ws", get(websocket))
         .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), audit::refusals))
         .with_state(state);
     guard::guard(app, &access)
 }

@@ -120,6 +120,8 @@ impl Modify for BearerAuth {
         super::gates::reject,
         super::gates::pause,
         super::gates::resume,
+        super::audit::list,
+        super::hooks::deliver,
         super::schedules::create,
         super::schedules::list,
         super::schedules::get,
@@ -133,7 +135,8 @@ impl Modify for BearerAuth {
     ),
     components(schemas(
         Operation, OpError, Status, FieldError, Problem<'static>, NewOperation, NewSchedule, EventList, Schedule,
-        ScheduleRun, RunOutcome, PluginSummary, RefusedPlugin, SystemStatus, DecisionBody, super::gates::QueueState
+        ScheduleRun, RunOutcome, PluginSummary, RefusedPlugin, SystemStatus, DecisionBody, super::gates::QueueState,
+        crate::model::AuditEntry
     )),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -169,6 +172,8 @@ mod tests {
         assert_eq!(
             paths,
             [
+                "/api/v1/audit",
+                "/api/v1/hooks/{name}",
                 "/api/v1/openapi.json",
                 "/api/v1/operations",
                 "/api/v1/operations/{id}",

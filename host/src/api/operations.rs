@@ -60,6 +60,7 @@ pub(super) async fn create(
         retry_after,
     })?;
     caller.0.audit_name().clone_into(&mut request.created_by);
+    request.audit = Some(caller.entry("operation.start", ""));
     let submitted = app.engine.submit(request).await.map_err(|e| match e {
         // Another principal's key: don't show its operation unless the caller may see it.
         SubmitError::KeyReused(op) if !caller.0.sees(&op.target) => ApiError::Conflict {
@@ -90,7 +91,7 @@ pub(super) fn parse_create(bytes: &[u8]) -> Result<SubmitRequest, ApiError> {
     let (Some(op_type), Some(target)) = (op_type, target) else {
         return Err(ApiError::Internal("a missing field passed validation".into()));
     };
-    Ok(SubmitRequest { op_type, target, params, created_by: "api".to_owned(), idempotency_key, version, child: None })
+    Ok(SubmitRequest { op_type, target, params, created_by: "api".to_owned(), idempotency_key, version, child: None, audit: None })
 }
 
 pub(super) fn parse_id(id: &str) -> Result<OperationId, ApiError> {
@@ -266,7 +267,8 @@ pub(super) async fn cancel(
     caller.require(Role::Operator, "cancelling an operation")?;
     let id = parse_id(&id)?;
     visible(&app, &caller, id).await?;
-    let operation = app.engine.cancel(id, caller.0.audit_name()).await?;
+    let entry = caller.entry("operation.cancel", id.to_string());
+    let operation = app.engine.cancel_audited(id, caller.0.audit_name(), entry).await?;
     Ok((StatusCode::ACCEPTED, Json(operation)).into_response())
 }
 

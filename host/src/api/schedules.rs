@@ -48,6 +48,7 @@ pub(super) async fn create(
         retry_after,
     })?;
     caller.0.audit_name().clone_into(&mut request.created_by);
+    request.audit = Some(caller.entry("schedule.create", ""));
     let schedule = app.schedules.create(request).await?;
     let location = format!("/api/v1/schedules/{}", schedule.id);
     Ok((StatusCode::CREATED, [(header::LOCATION, location)], Json(schedule)).into_response())
@@ -61,7 +62,7 @@ pub(super) fn parse(bytes: &[u8]) -> Result<NewSchedule, ApiError> {
     let (Some(cron), Some(op_type), Some(target)) = (cron, op_type, target) else {
         return Err(ApiError::Internal("a missing field passed validation".into()));
     };
-    Ok(NewSchedule { cron, op_type, target, params, created_by: "api".to_owned() })
+    Ok(NewSchedule { cron, op_type, target, params, created_by: "api".to_owned(), audit: None })
 }
 
 fn parse_id(id: &str) -> Result<ScheduleId, ApiError> {
@@ -124,6 +125,6 @@ pub(super) async fn delete(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Role::Operator, "deleting a schedule")?;
     let id = visible(&app, &caller, &id)?.id;
-    app.schedules.delete(id).await?;
+    app.schedules.delete(id, Some(caller.entry("schedule.delete", id.to_string()))).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,6 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
+pub use limits::RateLimiter;
 pub use access::{Access, MAX_UNAUTHENTICATED, Refused, Unauthenticated};
 pub use file::MIN_JWT_SECRET;
 pub(crate) use file::{AuthSection, LimitsSection};

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{CancelError, Engine, Inner};
-use crate::model::{EventKind, Operation, OperationId, Status, Timestamp};
+use crate::model::{AuditEntry, EventKind, Operation, OperationId, Status, Timestamp};
 use crate::store::{Change, Expect, StoreError};
 
 /// The two-stage stop of one running operation.
@@ -57,17 +57,32 @@ impl Engine {
     /// A workflow run's driver cancels its running children and starts
     /// nothing more.
     pub async fn cancel(&self, id: OperationId, by: &str) -> Result<Operation, CancelError> {
-        self.inner.cancel(id, by).await
+        self.inner.cancel(id, by, None).await
+    }
+
+    /// [`Engine::cancel`], recording `audit` with the cancel (a pending
+    /// operation's end, or the request to stop a running one).
+    pub async fn cancel_audited(&self, id: OperationId, by: &str, audit: AuditEntry) -> Result<Operation, CancelError> {
+        self.inner.cancel(id, by, Some(audit)).await
     }
 }
 
 impl Inner {
-    pub(super) async fn cancel(&self, id: OperationId, by: &str) -> Result<Operation, CancelError> {
+    pub(super) async fn cancel(
+        &self,
+        id: OperationId,
+        by: &str,
+        audit: Option<AuditEntry>,
+    ) -> Result<Operation, CancelError> {
         // A claim may start a pending operation while we look: try again.
         for _ in 0..100 {
             let switch = self.lock_queue().switch(id);
             if let Some(switch) = switch {
                 self.request_cancel(switch, by);
+                // The request is the action: it changes no record, so its entry goes alone.
+                if let Some(entry) = audit {
+                    self.store.commit(Change::Audit(Box::new(entry))).await?;
+                }
                 return self.store.get(id).await?.ok_or(CancelError::NotFound(id));
             }
             let op = match self.store.get(id).await? {
@@ -76,14 +91,15 @@ impl Inner {
                 Some(op) => op,
             };
             match op.status {
-                Status::Pending => match self.cancel_pending(op, by).await {
+                Status::Pending => match self.cancel_pending(op, by, audit.clone()).await {
                     Ok(op) => return Ok(op),
                     Err(StoreError::Fenced(..)) => continue,
                     Err(e) => return Err(e.into()),
                 },
                 // Running on another node: its owner acts on the request.
                 _ if self.store.shared() && op.node.as_deref() != Some(self.config.node.as_str()) => {
-                    self.store.commit(Change::RequestCancel { id, by: by.to_owned() }).await?;
+                    let request = Change::RequestCancel { id, by: by.to_owned() };
+                    self.store.commit(super::audited(request, audit)).await?;
                     return Ok(op);
                 }
                 // Claimed here a moment ago; its runner is about to register.
@@ -116,7 +132,12 @@ impl Inner {
         });
     }
 
-    async fn cancel_pending(&self, mut op: Operation, by: &str) -> Result<Operation, StoreError> {
+    async fn cancel_pending(
+        &self,
+        mut op: Operation,
+        by: &str,
+        audit: Option<AuditEntry>,
+    ) -> Result<Operation, StoreError> {
         let now = Timestamp::now();
         op.status = Status::Cancelled;
         op.finished_at = Some(now);
@@ -129,7 +150,7 @@ impl Inner {
             at: now,
             expect: Expect::Pending,
         };
-        self.store.commit(change).await?;
+        self.store.commit(super::audited(change, audit)).await?;
         Ok(op)
     }
 }

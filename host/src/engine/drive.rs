@@ -384,6 +384,7 @@ impl<'a> Run<'a> {
             created_by: self.op.created_by.clone(),
             idempotency_key: Some(format!("opal-run:{}:{index}:{item}", self.op.id)),
             version: None,
+            audit: None,
             child: Some(Child {
                 parent: self.op.id,
                 step: step.name.clone(),
@@ -440,7 +441,7 @@ impl<'a> Run<'a> {
     async fn cancel_children(&self, active: &HashMap<OperationId, usize>) {
         let by = self.switch.by.lock().expect("cancel switch poisoned").clone().unwrap_or_else(|| "api".into());
         for id in active.keys() {
-            if let Err(e) = self.inner.cancel(*id, &by).await {
+            if let Err(e) = self.inner.cancel(*id, &by, None).await {
                 tracing::debug!(op = %id, error = %e, "cancelling a child of a cancelled run");
             }
         }
@@ -560,7 +561,7 @@ impl<'a> Run<'a> {
                 },
                 () = tokio::time::sleep_until(deadline) => {
                     let decision = gate.on_timeout;
-                    match self.inner.decide(self.op.clone(), gate.clone(), decision, "timeout", None).await {
+                    match self.inner.decide(self.op.clone(), gate.clone(), decision, "timeout", None, None).await {
                         Ok(op) => Some(op),
                         Err(super::DecideError::NotWaiting(now)) => Some(*now),
                         Err(e) => {

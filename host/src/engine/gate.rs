@@ -101,8 +101,9 @@ impl Engine {
         decision: Decision,
         by: &str,
         comment: Option<String>,
+        audit: Option<crate::model::AuditEntry>,
     ) -> Result<Operation, DecideError> {
-        self.inner.decide(run, gate, decision, by, comment).await
+        self.inner.decide(run, gate, decision, by, comment, audit).await
     }
 }
 
@@ -114,6 +115,7 @@ impl Inner {
         decision: Decision,
         by: &str,
         comment: Option<String>,
+        audit: Option<crate::model::AuditEntry>,
     ) -> Result<Operation, DecideError> {
         let at = Timestamp::now();
         gate.decided = Some(Decided { decision, by: by.to_owned(), comment: comment.clone(), at });
@@ -134,7 +136,7 @@ impl Inner {
             Decision::Reject => EventKind::Rejected,
         };
         let change = Change::Operation { kind, operation: Arc::new(run.clone()), at, expect: Expect::Waiting };
-        match self.store.commit(change).await {
+        match self.store.commit(super::audited(change, audit)).await {
             Ok(_) => Ok(run),
             Err(StoreError::Fenced(id, _)) => {
                 let now = self.store.get(id).await?.ok_or(DecideError::NotFound(id))?;

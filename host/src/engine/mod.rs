@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::TypePolicy;
-use crate::model::{FieldError, Operation, OperationId, RetryPolicy, Seq};
+use crate::model::{AuditEntry, AuditFilter, FieldError, Operation, OperationId, RetryPolicy, Seq};
 use crate::registry::{Plugin, Registry, Unresolved};
 use crate::sandbox::Sandbox;
 use crate::store::{Change, OperationFilter, Store, StoreError};
@@ -53,6 +53,8 @@ pub struct EngineConfig {
     pub max_concurrent: usize,
     /// Ended operations older than this are pruned.
     pub retention: Duration,
+    /// Audit log entries older than this are pruned.
+    pub audit_retention: Duration,
     /// How often pruning runs.
     pub prune_interval: Duration,
     /// Per-type overrides.
@@ -84,6 +86,9 @@ pub struct SubmitRequest {
     pub version: Option<semver::VersionReq>,
     /// Set when a workflow run starts it as one of its steps.
     pub child: Option<Child>,
+    /// The audit entry to record with the admission (its object becomes the
+    /// operation's id), in the same transaction.
+    pub audit: Option<AuditEntry>,
 }
 
 /// What makes an operation a step of a workflow run.
@@ -280,13 +285,32 @@ impl Engine {
 
     /// Pauses (`true`) or resumes the queue, store-wide: while it is paused,
     /// starts are accepted and wait; running operations go on.
-    pub async fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
-        self.inner.store.commit(Change::SetPaused(paused)).await?;
+    pub async fn set_paused(&self, paused: bool, audit: Option<AuditEntry>) -> Result<(), StoreError> {
+        let change = audited(Change::SetPaused(paused), audit);
+        self.inner.store.commit(change).await?;
         self.inner.paused.store(paused, Ordering::Relaxed);
         if !paused {
             self.inner.store.work().notify_one();
         }
         Ok(())
+    }
+
+    /// Records an audit entry that goes with no other change (a refused
+    /// authorization), without waiting for the commit.
+    pub async fn audit(&self, entry: AuditEntry) {
+        if let Err(e) = self.inner.store.enqueue(Change::Audit(Box::new(entry))).await {
+            tracing::warn!(error = %e, "cannot record an audit entry");
+        }
+    }
+
+    /// A page of the audit log, newest first, older than `before`.
+    pub async fn audit_log(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+        before: Option<ulid::Ulid>,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.store.audit(filter, limit, before).await
     }
 
     /// Whether the queue is paused (on a cluster, as of this node's last claim).
@@ -355,6 +379,14 @@ impl Engine {
         self.inner.shutdown.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;
+    }
+}
+
+/// `change`, recorded with `audit` if there is one.
+fn audited(change: Change, audit: Option<AuditEntry>) -> Change {
+    match audit {
+        Some(entry) => Change::Audited { change: Box::new(change), entry: Box::new(entry) },
+        None => change,
     }
 }
 
@@ -455,7 +487,12 @@ impl Inner {
                 operation.retry = child.retry;
             }
         }
-        match self.store.commit(Change::Admit { operation: Arc::new(operation.clone()) }).await {
+        let audit = request.audit.map(|mut entry| {
+            entry.object = operation.id.to_string();
+            entry.detail = Some(format!("{} on {}", operation.op_type, operation.target));
+            entry
+        });
+        match self.store.commit(audited(Change::Admit { operation: Arc::new(operation.clone()) }, audit)).await {
             Ok(_) => {
                 if let Runnable::Plugin(plugin) = runnable {
                     self.admitted.lock().expect("admitted poisoned").insert(operation.id, plugin);

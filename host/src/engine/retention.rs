@@ -1,5 +1,6 @@
 //! Retention: ended operations older than the configured age are pruned,
-//! with their events, in bounded steps, by a background task.
+//! with their events, and audit entries older than theirs, in bounded
+//! steps, by a background task.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -40,6 +41,17 @@ pub(super) fn spawn(inner: &Arc<Inner>) {
             }
             if total > 0 {
                 tracing::info!(pruned = total, "pruned ended operations past retention");
+            }
+            let before = Timestamp::from(SystemTime::now() - inner.config.audit_retention);
+            loop {
+                match inner.store.commit(Change::PruneAudit { before, max: PRUNE_STEP }).await {
+                    Ok(receipt) if receipt.count == PRUNE_STEP => tokio::task::yield_now().await,
+                    Ok(_) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "pruning the audit log failed");
+                        break;
+                    }
+                }
             }
         }
     });

@@ -1,11 +1,13 @@
 //! The domain types every module shares: operations, their statuses, events
 //! and sequence numbers. Plain data with serde; no behaviour that needs I/O.
 
+mod audit;
 mod event;
 mod operation;
 mod retry;
 mod time;
 
+pub use audit::{AuditEntry, AuditFilter};
 pub use event::{Event, EventKind, LogLevel, Seq};
 pub use operation::{OpError, Operation, OperationId, Status};
 pub use retry::{Backoff, RetryPolicy, RetrySection, unit_random};

@@ -51,6 +51,8 @@ pub struct NewSchedule {
     pub params: serde_json::Value,
     /// Who asks (the principal's audit name), recorded as the schedule's `created_by`.
     pub created_by: String,
+    /// The audit entry recorded with the schedule (its object becomes the schedule's id).
+    pub audit: Option<crate::model::AuditEntry>,
 }
 
 /// Why a schedule could not be created or found.
@@ -173,7 +175,16 @@ impl Schedules {
             failed: 0,
             recent_runs: Vec::new(),
         };
-        self.inner.store.commit(Change::PutSchedule(Arc::new(schedule.clone()))).await?;
+        let put = Change::PutSchedule(Arc::new(schedule.clone()));
+        let change = match request.audit {
+            Some(mut entry) => {
+                entry.object = schedule.id.to_string();
+                entry.detail = Some(format!("{} on {} at {}", schedule.op_type, schedule.target, schedule.cron));
+                Change::Audited { change: Box::new(put), entry: Box::new(entry) }
+            }
+            None => put,
+        };
+        self.inner.store.commit(change).await?;
         self.lock().insert(schedule.id, (schedule.clone(), cron));
         self.inner.changed.notify_one();
         Ok(schedule)
@@ -192,12 +203,17 @@ impl Schedules {
     }
 
     /// Deletes a schedule; operations it created are kept.
-    pub async fn delete(&self, id: ScheduleId) -> Result<(), ScheduleError> {
+    pub async fn delete(&self, id: ScheduleId, audit: Option<crate::model::AuditEntry>) -> Result<(), ScheduleError> {
         if self.lock().remove(&id).is_none() {
             return Err(ScheduleError::NotFound(id));
         }
         self.inner.places.fetch_sub(1, Ordering::AcqRel);
-        self.inner.store.commit(Change::DeleteSchedule(id)).await?;
+        let delete = Change::DeleteSchedule(id);
+        let change = match audit {
+            Some(entry) => Change::Audited { change: Box::new(delete), entry: Box::new(entry) },
+            None => delete,
+        };
+        self.inner.store.commit(change).await?;
         self.inner.changed.notify_one();
         Ok(())
     }
@@ -304,6 +320,7 @@ impl Schedules {
             idempotency_key: None,
             version: None,
             child: None,
+            audit: None,
         };
         let at = Timestamp::now();
         let (outcome, operation_id, message) = match self.inner.engine.submit(request).await {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{Event, EventKind, LogLevel, Operation, OperationId, Seq, Timestamp};
+use crate::model::{AuditEntry, Event, EventKind, LogLevel, Operation, OperationId, Seq, Timestamp};
 use crate::schedule::{Schedule, ScheduleId};
 
 /// Where committed events go (the hub). Called in seq order, after the
@@ -102,6 +102,24 @@ pub enum Change {
     PutSchedule(Arc<Schedule>),
     /// Deletes a schedule.
     DeleteSchedule(ScheduleId),
+    /// `change`, with the audit entry that records it, in the same
+    /// transaction: the entry's `result` says whether the change applied
+    /// (`ok`) or was refused (`refused: <why>`).
+    Audited {
+        /// The action.
+        change: Box<Change>,
+        /// Its record.
+        entry: Box<AuditEntry>,
+    },
+    /// An audit entry alone (a refused authorization: nothing else to write).
+    Audit(Box<AuditEntry>),
+    /// Deletes up to `max` audit entries older than `before`.
+    PruneAudit {
+        /// Cut-off.
+        before: Timestamp,
+        /// Most entries removed by one change.
+        max: usize,
+    },
     /// Pauses (`true`) or resumes the queue, store-wide: while it is paused,
     /// claims start nothing.
     SetPaused(bool),

@@ -245,6 +245,16 @@ impl Store {
         dispatch!(self, s => s.pending_count().await)
     }
 
+    /// Up to `limit` audit entries matching `filter`, newest first, older than `before`.
+    pub async fn audit(
+        &self,
+        filter: &crate::model::AuditFilter,
+        limit: usize,
+        before: Option<ulid::Ulid>,
+    ) -> Result<Vec<crate::model::AuditEntry>, StoreError> {
+        dispatch!(self, s => s.audit(filter, limit, before).await)
+    }
+
     /// Whether the queue is paused (store-wide).
     pub async fn paused(&self) -> Result<bool, StoreError> {
         dispatch!(self, s => s.paused().await)

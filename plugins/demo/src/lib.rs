@@ -27,6 +27,10 @@ pub struct Params {
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub fail_at_step: Option<u32>,
+    /// What is installed (a release, a commit): named in the log and the details.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 200))]
+    pub release: Option<String>,
 }
 
 /// The phases, with the overall progress at which each one ends.
@@ -54,7 +58,11 @@ impl Plugin for Demo {
     }
 
     fn run(ctx: &Context, target: &str, params: Params) -> Result<Outcome, Error> {
-        info!(ctx, "installing on {target}: {} steps", params.steps);
+        match &params.release {
+            Some(release) => info!(ctx, "installing {release} on {target}: {} steps", params.steps),
+            None => info!(ctx, "installing on {target}: {} steps", params.steps),
+        }
+        let release = params.release.clone();
         let mut phase = "";
         for step in 1..=params.steps {
             ctx.check_cancelled()?;
@@ -73,10 +81,10 @@ impl Plugin for Demo {
             ctx.sleep(Duration::from_millis(u64::from(params.step_ms)));
             ctx.check_cancelled()?;
             ctx.progress(percent, &format!("{name}: step {step} of {}", params.steps));
-            ctx.details(&Details { step, steps: params.steps });
+            ctx.details(&Details { step, steps: params.steps, release: release.clone() });
         }
         Ok(Outcome::message(format!("installed on {target} in {} steps", params.steps))
-            .with_details(Details { step: params.steps, steps: params.steps }))
+            .with_details(Details { step: params.steps, steps: params.steps, release }))
     }
 }
 
@@ -84,6 +92,8 @@ impl Plugin for Demo {
 struct Details {
     step: u32,
     steps: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    release: Option<String>,
 }
 
 /// Overall percent once 1-based `step` of `steps` is done: linear, so it never

@@ -10,7 +10,7 @@ use std::time::UNIX_EPOCH;
 
 use deadpool_postgres::Transaction;
 
-use crate::model::{EventKind, LogLevel, Operation, OperationId, Status, Timestamp};
+use crate::model::{AuditEntry, EventKind, LogLevel, Operation, OperationId, Status, Timestamp};
 use crate::store::{Change, Claim, Expect, Receipt, StoreError};
 
 /// An event recorded by this batch, waiting for its seq.
@@ -131,6 +131,32 @@ pub(super) async fn apply(txn: &Transaction<'_>, change: &Change, events: &mut V
                 .await?;
             Ok(Ok(Receipt { count: n as usize, ..Receipt::default() }))
         }
+        Change::Audited { change, entry } => {
+            let outcome = Box::pin(apply(txn, change, events, node)).await?;
+            let mut entry = (**entry).clone();
+            if let Err(why) = &outcome {
+                entry.result = format!("refused: {why}");
+            }
+            put_audit(txn, &entry).await?;
+            Ok(outcome)
+        }
+        Change::Audit(entry) => {
+            put_audit(txn, entry).await?;
+            Ok(Ok(Receipt { count: 1, ..Receipt::default() }))
+        }
+        Change::PruneAudit { before, max } => {
+            let n = txn
+                .execute(
+                    &txn.prepare_cached(
+                        "DELETE FROM opal_audit WHERE id IN
+                         (SELECT id FROM opal_audit WHERE at_ms < $1 ORDER BY id LIMIT $2)",
+                    )
+                    .await?,
+                    &[&millis(*before), &(*max as i64)],
+                )
+                .await?;
+            Ok(Ok(Receipt { count: n as usize, ..Receipt::default() }))
+        }
         Change::SetPaused(paused) => {
             txn.execute(&txn.prepare_cached("UPDATE opal_meta SET queue_paused = $1").await?, &[paused]).await?;
             Ok(Ok(Receipt { count: 1, ..Receipt::default() }))
@@ -154,6 +180,28 @@ pub(super) async fn apply(txn: &Transaction<'_>, change: &Change, events: &mut V
 /// Unix milliseconds, as the `*_ms` columns hold them.
 pub(super) fn millis(at: Timestamp) -> i64 {
     at.system_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn put_audit(txn: &Transaction<'_>, entry: &AuditEntry) -> Result<(), tokio_postgres::Error> {
+    let data = serde_json::to_string(entry).expect("an audit entry serializes");
+    txn.execute(
+        &txn.prepare_cached(
+            "INSERT INTO opal_audit (id, at_ms, principal, action, object, result, data)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await?,
+        &[
+            &entry.id.to_string(),
+            &millis(entry.at),
+            &entry.principal,
+            &entry.action,
+            &entry.object,
+            &entry.result,
+            &data,
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The time of a `*_ms` column.

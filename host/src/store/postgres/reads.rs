@@ -145,6 +145,34 @@ impl PgStore {
         decode_all(&rows)
     }
 
+    pub(crate) async fn audit(
+        &self,
+        filter: &crate::model::AuditFilter,
+        limit: usize,
+        before: Option<ulid::Ulid>,
+    ) -> Result<Vec<crate::model::AuditEntry>, StoreError> {
+        let upper = before.map(|b| b.to_string()).unwrap_or_else(|| "~".to_owned());
+        let since = filter.since.map(super::apply::millis);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT data FROM opal_audit
+                 WHERE id < $1
+                   AND ($2::text IS NULL OR principal = $2)
+                   AND ($3::text IS NULL OR action = $3)
+                   AND ($4::text IS NULL OR object = $4)
+                   AND ($5::bigint IS NULL OR at_ms >= $5)
+                 ORDER BY id DESC LIMIT $6",
+                &[&upper, &filter.principal, &filter.action, &filter.object, &since, &(limit as i64)],
+            )
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r.get(0)).map_err(|e| StoreError::Corrupt("audit entry".into(), e)))
+            .collect()
+    }
+
     pub(crate) async fn paused(&self) -> Result<bool, StoreError> {
         let row = self.client().await?.query_one("SELECT queue_paused FROM opal_meta", &[]).await.map_err(classify)?;
         Ok(row.get(0))

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use opal_migrations::schema::{ACTIVE, EVENT_ORDER, EVENTS, IDEMPOTENCY, META, OPERATIONS, SCHEDULES};
+use opal_migrations::schema::{ACTIVE, AUDIT, EVENT_ORDER, EVENTS, IDEMPOTENCY, META, OPERATIONS, SCHEDULES};
 use redb::{ReadableTable, WriteTransaction};
 
 use super::queue::Queue;
-use crate::model::{Event, EventKind, LogLevel, Operation, OperationId, Seq, Status, Timestamp};
+use crate::model::{AuditEntry, Event, EventKind, LogLevel, Operation, OperationId, Seq, Status, Timestamp};
 use crate::store::{Change, Expect, StoreError, frame};
 
 /// What applying one change did.
@@ -133,6 +133,20 @@ pub(super) fn apply(
         // Every running operation is this process's own: the engine cancels
         // it directly.
         Change::RequestCancel { .. } => Ok(Applied::count(0)),
+        Change::Audited { change, entry } => {
+            let applied = apply(txn, change, seq, queue)?;
+            let mut entry = (**entry).clone();
+            if let Applied::Refused(why) = &applied {
+                entry.result = format!("refused: {why}");
+            }
+            put_audit(txn, &entry)?;
+            Ok(applied)
+        }
+        Change::Audit(entry) => {
+            put_audit(txn, entry)?;
+            Ok(Applied::count(1))
+        }
+        Change::PruneAudit { before, max } => prune_audit(txn, *before, *max).map(Applied::count),
         Change::SetPaused(paused) => {
             txn.open_table(META)?.insert(PAUSED_KEY, u64::from(*paused))?;
             Ok(Applied::count(1))
@@ -152,6 +166,30 @@ pub(super) fn apply(
             Ok(Applied::count(usize::from(removed)))
         }
     }
+}
+
+fn put_audit(txn: &WriteTransaction, entry: &AuditEntry) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(entry).map_err(|e| StoreError::Corrupt(entry.id.to_string(), e))?;
+    txn.open_table(AUDIT)?.insert(entry.id.0, json.as_slice())?;
+    Ok(())
+}
+
+/// Deletes up to `max` entries older than `before` (ids sort by time).
+fn prune_audit(txn: &WriteTransaction, before: Timestamp, max: usize) -> Result<usize, StoreError> {
+    let mut table = txn.open_table(AUDIT)?;
+    let mut doomed = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let at = serde_json::from_slice::<AuditEntry>(value.value()).map(|e| e.at).ok();
+        if doomed.len() >= max || at.is_some_and(|at| at >= before) {
+            break;
+        }
+        doomed.push(key.value());
+    }
+    for key in &doomed {
+        table.remove(*key)?;
+    }
+    Ok(doomed.len())
 }
 
 /// The `meta` entry that is 1 while the queue is paused.

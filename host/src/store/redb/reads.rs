@@ -70,6 +70,34 @@ impl RedbStore {
         Ok(out)
     }
 
+    /// Up to `limit` audit entries matching `filter`, newest first, older than `before`.
+    pub(crate) async fn audit(
+        &self,
+        filter: &crate::model::AuditFilter,
+        limit: usize,
+        before: Option<ulid::Ulid>,
+    ) -> Result<Vec<crate::model::AuditEntry>, StoreError> {
+        let txn = self.db.get()?.begin_read()?;
+        let table = txn.open_table(opal_migrations::schema::AUDIT)?;
+        let upper = before.map(|b| b.0).unwrap_or(u128::MAX);
+        let mut out = Vec::new();
+        for entry in table.range(..upper)?.rev() {
+            let (k, v) = entry?;
+            let entry: crate::model::AuditEntry = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(ulid::Ulid(k.value()).to_string(), e))?;
+            if filter.since.is_some_and(|since| entry.at < since) {
+                break;
+            }
+            if filter.matches(&entry) {
+                out.push(entry);
+                if out.len() == limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// The operations holding a slot in the `active` index.
     pub(crate) async fn active(&self) -> Result<Vec<Operation>, StoreError> {
         let txn = self.db.get()?.begin_read()?;
