@@ -26,6 +26,12 @@ fn credentials(config: &mut ServerConfig) {
         jwt_secret: Some(SECRET.to_vec()),
         ..AuthConfig::dev()
     };
+    // A webhook: its signature, not a token, is its credential.
+    let hook: opal_host::hooks::HookSection = toml::from_str(
+        "name = \"demo\"\nsecret = \"a hook secret for the role table\"\ntype = \"demo\"\ntarget = \"site-a/hook\"",
+    )
+    .unwrap();
+    config.hooks = vec![hook.into_hook().unwrap()];
 }
 
 fn jwt(sub: &str, role: &str, targets: &[&str], exp_in: i64) -> String {
@@ -91,6 +97,9 @@ fn endpoint_table() -> Vec<Row> {
         ("POST", "/api/v1/schedules", Some(schedule_body("site-b/s-{role}")), [&[401], &[401], &[403], &[403], &[201]]),
         ("DELETE", "/api/v1/schedules/{sb}", None, [&[401], &[401], &[403], &[404], &[204]]),
         ("DELETE", "/api/v1/schedules/{sa}", None, [&[401], &[401], &[403], &[204], &[404]]),
+        ("GET", "/api/v1/audit", None, [&[401], &[401], &[403], &[403], &[200]]),
+        // Unsigned: refused whatever the token.
+        ("POST", "/api/v1/hooks/demo", None, [&[401], &[401], &[401], &[401], &[401]]),
         // Neither is a workflow run waiting at a gate: 409 for whoever may see it.
         ("POST", "/api/v1/operations/{a}/approve", None, [&[401], &[401], &[409], &[409], &[409]]),
         ("POST", "/api/v1/operations/{b}/approve", None, [&[401], &[401], &[404], &[404], &[409]]),

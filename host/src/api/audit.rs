@@ -71,7 +71,9 @@ pub(super) async fn list(
     let before = query
         .cursor
         .as_deref()
-        .map(|c| ulid::Ulid::from_string(c).map_err(|_| ApiError::field("cursor", "is not a cursor from a previous page")))
+        .map(|c| {
+            ulid::Ulid::from_string(c).map_err(|_| ApiError::field("cursor", "is not a cursor from a previous page"))
+        })
         .transpose()?;
     let since = query
         .since

@@ -106,8 +106,10 @@ pub(super) async fn deliver(
         };
         return Err(ApiError::Unauthorized(detail.into()));
     }
-    let payload: serde_json::Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Invalid { detail: "the body is not JSON".into(), errors: vec![FieldError::new("", e.to_string())] })?;
+    let payload: serde_json::Value = serde_json::from_slice(&body).map_err(|e| ApiError::Invalid {
+        detail: "the body is not JSON".into(),
+        errors: vec![FieldError::new("", e.to_string())],
+    })?;
     let principal = format!("hook:{name}");
     let entry = AuditEntry::new(&principal, remote, "hook.deliver", name.clone());
     let header = |wanted: &str| headers.get(wanted).and_then(|v| v.to_str().ok()).map(str::to_owned);

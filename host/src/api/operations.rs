@@ -91,7 +91,16 @@ pub(super) fn parse_create(bytes: &[u8]) -> Result<SubmitRequest, ApiError> {
     let (Some(op_type), Some(target)) = (op_type, target) else {
         return Err(ApiError::Internal("a missing field passed validation".into()));
     };
-    Ok(SubmitRequest { op_type, target, params, created_by: "api".to_owned(), idempotency_key, version, child: None, audit: None })
+    Ok(SubmitRequest {
+        op_type,
+        target,
+        params,
+        created_by: "api".to_owned(),
+        idempotency_key,
+        version,
+        child: None,
+        audit: None,
+    })
 }
 
 pub(super) fn parse_id(id: &str) -> Result<OperationId, ApiError> {

@@ -23,11 +23,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-pub use limits::RateLimiter;
 pub use access::{Access, MAX_UNAUTHENTICATED, Refused, Unauthenticated};
 pub use file::MIN_JWT_SECRET;
 pub(crate) use file::{AuthSection, LimitsSection};
 pub use jwt::{Claims, looks_like_jwt, sign as sign_jwt, verify as verify_jwt};
+pub use limits::RateLimiter;
 pub use scope::{Scope, TargetGlob};
 pub use token::{ApiToken, TOKEN_PREFIX, TokenHash, generate_token};
 

@@ -296,9 +296,10 @@ impl Engine {
     }
 
     /// Records an audit entry that goes with no other change (a refused
-    /// authorization), without waiting for the commit.
+    /// authorization, an ignored delivery); returns once it is durable, so
+    /// the answer is never ahead of the record.
     pub async fn audit(&self, entry: AuditEntry) {
-        if let Err(e) = self.inner.store.enqueue(Change::Audit(Box::new(entry))).await {
+        if let Err(e) = self.inner.store.commit(Change::Audit(Box::new(entry))).await {
             tracing::warn!(error = %e, "cannot record an audit entry");
         }
     }
@@ -487,9 +488,16 @@ impl Inner {
                 operation.retry = child.retry;
             }
         }
+        // An entry without an object is about the operation; one with (a
+        // hook's delivery) names the operation in its detail.
         let audit = request.audit.map(|mut entry| {
-            entry.object = operation.id.to_string();
-            entry.detail = Some(format!("{} on {}", operation.op_type, operation.target));
+            let what = format!("{} on {}", operation.op_type, operation.target);
+            if entry.object.is_empty() {
+                entry.object = operation.id.to_string();
+                entry.detail = Some(what);
+            } else {
+                entry.detail = Some(format!("operation {}: {what}", operation.id));
+            }
             entry
         });
         match self.store.commit(audited(Change::Admit { operation: Arc::new(operation.clone()) }, audit)).await {

@@ -127,7 +127,10 @@ impl HookSection {
         }
         for (param, pointer) in &self.params {
             if !pointer.starts_with('/') {
-                return Err(format!("{}: {pointer:?} is not a JSON Pointer (it starts with /)", field(&format!("params.{param}"))));
+                return Err(format!(
+                    "{}: {pointer:?} is not a JSON Pointer (it starts with /)",
+                    field(&format!("params.{param}"))
+                ));
             }
         }
         for pointer in self.when.keys() {
@@ -271,7 +274,8 @@ when = { "/ref" = "refs/heads/main" }
 
     #[test]
     fn a_matching_delivery_maps_to_a_start() {
-        let payload = json!({"ref": "refs/heads/main", "repository": {"full_name": "o/r"}, "head_commit": {"id": "abc"}});
+        let payload =
+            json!({"ref": "refs/heads/main", "repository": {"full_name": "o/r"}, "head_commit": {"id": "abc"}});
         let mapped = hook().map(headers("push"), &payload).unwrap();
         assert_eq!(mapped, Mapped::Start { target: "o/r".into(), params: json!({"steps": 2, "release": "abc"}) });
     }
@@ -285,19 +289,26 @@ when = { "/ref" = "refs/heads/main" }
         assert_eq!(dev, Mapped::Ignored("/ref is \"refs/heads/dev\", not \"refs/heads/main\"".into()));
         let payload = json!({"ref": "refs/heads/main", "repository": {"full_name": "o/r"}});
         let missing = hook().map(headers("push"), &payload).unwrap_err();
-        assert_eq!((missing.field.as_str(), missing.message.as_str()), ("params/release", "the payload has no /head_commit/id"));
+        assert_eq!(
+            (missing.field.as_str(), missing.message.as_str()),
+            ("params/release", "the payload has no /head_commit/id")
+        );
     }
 
     #[test]
     fn bad_sections_are_refused_by_field() {
         let bad = |extra: &str| {
             let text = format!("name = \"h\"\nsecret = \"0123456789abcdef\"\ntype = \"demo\"\ntarget = \"t\"\n{extra}");
-            toml::from_str::<HookSection>(&text).map_err(|e| e.to_string()).and_then(HookSection::into_hook).unwrap_err()
+            toml::from_str::<HookSection>(&text)
+                .map_err(|e| e.to_string())
+                .and_then(HookSection::into_hook)
+                .unwrap_err()
         };
         assert!(bad("params = { x = \"no-slash\" }").contains("hooks.h.params.x"));
         assert!(bad("rate_per_minute = 0").contains("rate_per_minute"));
         assert!(bad("signature = \"md5\"").contains("unknown variant"));
-        let short = toml::from_str::<HookSection>("name = \"h\"\nsecret = \"short\"\ntype = \"d\"\ntarget = \"t\"").unwrap();
+        let short =
+            toml::from_str::<HookSection>("name = \"h\"\nsecret = \"short\"\ntype = \"d\"\ntarget = \"t\"").unwrap();
         assert!(short.into_hook().unwrap_err().contains("at least 16 bytes"));
         assert_eq!(format!("{:?}", hook().secret), "Secret(…)", "a secret is never printed");
     }

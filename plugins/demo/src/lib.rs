@@ -83,8 +83,11 @@ impl Plugin for Demo {
             ctx.progress(percent, &format!("{name}: step {step} of {}", params.steps));
             ctx.details(&Details { step, steps: params.steps, release: release.clone() });
         }
-        Ok(Outcome::message(format!("installed on {target} in {} steps", params.steps))
-            .with_details(Details { step: params.steps, steps: params.steps, release }))
+        Ok(Outcome::message(format!("installed on {target} in {} steps", params.steps)).with_details(Details {
+            step: params.steps,
+            steps: params.steps,
+            release,
+        }))
     }
 }
 
@@ -200,7 +203,7 @@ mod tests {
 
     #[test]
     fn fail_at_step_must_be_within_steps() {
-        let p = |fail| Params { steps: 3, step_ms: 0, fail_at_step: fail };
+        let p = |fail| Params { steps: 3, step_ms: 0, fail_at_step: fail, release: None };
         assert!(Demo::validate(&p(None)).is_ok());
         assert!(Demo::validate(&p(Some(3))).is_ok());
         assert_eq!(Demo::validate(&p(Some(4))).unwrap_err()[0].field, "fail_at_step");
