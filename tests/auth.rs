@@ -98,6 +98,9 @@ fn endpoint_table() -> Vec<Row> {
         ("DELETE", "/api/v1/schedules/{sb}", None, [&[401], &[401], &[403], &[404], &[204]]),
         ("DELETE", "/api/v1/schedules/{sa}", None, [&[401], &[401], &[403], &[204], &[404]]),
         ("GET", "/api/v1/audit", None, [&[401], &[401], &[403], &[403], &[200]]),
+        ("GET", "/api/v1/notifications", None, [&[401], &[401], &[403], &[403], &[200]]),
+        ("GET", "/api/v1/operations/{a}/notifications", None, [&[401], &[401], &[200], &[200], &[200]]),
+        ("GET", "/api/v1/operations/{b}/notifications", None, [&[401], &[401], &[404], &[404], &[200]]),
         // Unsigned: refused whatever the token.
         ("POST", "/api/v1/hooks/demo", None, [&[401], &[401], &[401], &[401], &[401]]),
         // Neither is a workflow run waiting at a gate: 409 for whoever may see it.

@@ -63,6 +63,8 @@ pub struct ServerConfig {
     pub workflow_dirs: Vec<PathBuf>,
     /// Inbound webhooks (`[[hooks]]`).
     pub hooks: Vec<crate::hooks::Hook>,
+    /// Outbound notification rules (`[[notify]]`).
+    pub notify: Vec<crate::notify::Rule>,
     /// Whether to load the plugins compiled into the binary.
     pub bundled_plugins: bool,
     /// Progress throttle window per operation.
@@ -315,6 +317,7 @@ impl Default for ServerConfig {
             plugin_dirs: Vec::new(),
             workflow_dirs: Vec::new(),
             hooks: Vec::new(),
+            notify: Vec::new(),
             bundled_plugins: true,
             progress_window: Duration::from_millis(500),
             cancel_grace: Duration::from_secs(5),
@@ -370,6 +373,8 @@ struct ConfigFile {
     workflows: WorkflowsSection,
     #[serde(default)]
     hooks: Vec<crate::hooks::HookSection>,
+    #[serde(default)]
+    notify: Vec<crate::notify::NotifySection>,
     progress_window_ms: Option<u64>,
     cancel_grace_ms: Option<u64>,
     memory_limit_mib: Option<usize>,
@@ -512,6 +517,13 @@ impl ServerConfig {
                 return Err(ConfigError::Value(name.clone(), format!("hooks: {:?} is defined twice", hook.name)));
             }
             config.hooks.push(hook);
+        }
+        for section in file.notify {
+            let rule = section.into_rule().map_err(|e| ConfigError::Value(name.clone(), e))?;
+            if config.notify.iter().any(|r: &crate::notify::Rule| r.name == rule.name) {
+                return Err(ConfigError::Value(name.clone(), format!("notify: {:?} is defined twice", rule.name)));
+            }
+            config.notify.push(rule);
         }
         let positive = |what: &str, v: u64| {
             if v == 0 { Err(ConfigError::Value(name.clone(), format!("{what} must be at least 1"))) } else { Ok(v) }

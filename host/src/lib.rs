@@ -15,6 +15,7 @@
 //! | [`progress`] | the per-operation progress throttle |
 //! | [`engine`] | operation lifecycle: admission, queue and limits, runners, workflow drivers, gates, retries, cancel, recovery, retention |
 //! | [`schedule`] | recurring operations on a cron |
+//! | [`notify`] | outbound notifications: the `[[notify]]` rules and their at-least-once delivery |
 //! | [`hooks`] | inbound webhooks: signatures, filters, payload mapping |
 //! | [`hub`] | topics, snapshots and fan-out to connections |
 //! | [`ws`] | the WebSocket protocol, heartbeats |
@@ -33,6 +34,7 @@ pub mod engine;
 pub mod hooks;
 pub mod hub;
 pub mod model;
+pub mod notify;
 pub mod progress;
 pub mod registry;
 pub mod sandbox;

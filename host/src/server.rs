@@ -91,6 +91,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     };
     let (store, store_tasks) =
         Store::open_wrapped(&location, &config.node_id, feed.tee(sink.clone()), config.storage_wrap.clone()).await?;
+    // Before anything commits an event: each one's notifications go in its transaction.
+    let rules = crate::notify::Rules(config.notify.clone());
+    store.set_notify(rules.clone());
     let terminal =
         OperationFilter { statuses: vec![Status::Completed, Status::Failed, Status::Cancelled], ..Default::default() };
     // Seeded before any event can be published: the writer's events reach the
@@ -144,6 +147,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let shutdown = CancellationToken::new();
     registry.clone().watch(config.plugin_poll, shutdown.clone());
     workflows.watch(registry.clone(), config.plugin_poll, shutdown.clone());
+    crate::notify::deliver::spawn(store.clone(), Arc::new(rules), shutdown.clone());
     let schedules =
         Schedules::start(store.clone(), engine.clone(), config.limits.max_schedules, shutdown.clone()).await?;
     let status = StatusSources {

@@ -38,3 +38,7 @@ pub const EVENT_ORDER: TableDefinition<'_, u64, u128> = TableDefinition::new("ev
 /// `audit`: audit entry id (a ULID, so key order is time order) → the entry
 /// (JSON) (since version 4).
 pub const AUDIT: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("audit");
+/// `outbox`: notification id (a ULID) → a pending notification (JSON) (since version 4).
+pub const OUTBOX: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("outbox");
+/// `delivered`: notification id → a delivered or dead notification (JSON) (since version 4).
+pub const DELIVERED: TableDefinition<'_, u128, &[u8]> = TableDefinition::new("delivered");

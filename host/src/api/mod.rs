@@ -12,6 +12,7 @@ mod caller;
 mod gates;
 mod guard;
 mod hooks;
+mod notifications;
 mod openapi;
 mod operations;
 mod problem;
@@ -72,6 +73,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/queue/pause", post(gates::pause))
         .route("/api/v1/queue/resume", post(gates::resume))
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/notifications", get(notifications::list))
+        .route("/api/v1/operations/{id}/notifications", get(notifications::of_operation))
         .route("/api/v1/hooks/{name}", post(hooks::deliver))
         .route("/api/v1/schedules", post(schedules::create).get(schedules::list))
         .route("/api/v1/schedules/{id}", get(schedules::get).delete(schedules::delete))

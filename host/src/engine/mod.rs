@@ -304,6 +304,15 @@ impl Engine {
         }
     }
 
+    /// Notifications, newest first (only `operation`'s, if given).
+    pub async fn notifications(
+        &self,
+        operation: Option<OperationId>,
+        limit: usize,
+    ) -> Result<Vec<crate::model::Notification>, StoreError> {
+        self.inner.store.notifications(operation, limit).await
+    }
+
     /// A page of the audit log, newest first, older than `before`.
     pub async fn audit_log(
         &self,

@@ -35,6 +35,11 @@ pub enum Scheme {
 pub struct Secret(String);
 
 impl Secret {
+    /// A secret.
+    pub fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+
     /// The secret's bytes.
     pub fn bytes(&self) -> &[u8] {
         self.0.as_bytes()

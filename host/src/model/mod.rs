@@ -3,12 +3,14 @@
 
 mod audit;
 mod event;
+mod notification;
 mod operation;
 mod retry;
 mod time;
 
 pub use audit::{AuditEntry, AuditFilter};
 pub use event::{Event, EventKind, LogLevel, Seq};
+pub use notification::{DeliveryState, Notification};
 pub use operation::{OpError, Operation, OperationId, Status};
 pub use retry::{Backoff, RetryPolicy, RetrySection, unit_random};
 pub use time::Timestamp;

@@ -111,6 +111,9 @@ pub enum Change {
         /// Its record.
         entry: Box<AuditEntry>,
     },
+    /// A notification's new state (after a delivery attempt), or a new one
+    /// (`running_longer`): pending ones stay in the outbox.
+    PutNotification(Box<crate::model::Notification>),
     /// An audit entry alone (a refused authorization: nothing else to write).
     Audit(Box<AuditEntry>),
     /// Deletes up to `max` audit entries older than `before`.

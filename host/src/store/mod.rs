@@ -18,6 +18,7 @@ mod filter;
 mod frame;
 mod health;
 mod inbox;
+mod outbox;
 pub mod postgres;
 pub mod redb;
 
@@ -31,6 +32,7 @@ pub use change::{Change, Claim, Expect, Publish, Receipt, Renewal};
 pub use error::StoreError;
 pub use filter::OperationFilter;
 pub use health::Condition;
+pub use outbox::Outbox;
 
 use crate::model::{Event, Operation, OperationId, Seq};
 use crate::schedule::Schedule;
@@ -50,6 +52,7 @@ pub enum Location {
 pub struct Store {
     backend: Backend,
     health: health::Health,
+    outbox: Outbox,
 }
 
 #[derive(Clone)]
@@ -109,16 +112,42 @@ impl Store {
         wrap: Option<redb::Wrap>,
     ) -> Result<(Store, StoreTasks), StoreError> {
         let health = health::Health::new();
+        let outbox = Outbox::default();
         match location {
             Location::Redb(dir) => {
-                let (store, writer) = redb::RedbStore::open(dir, wrap, sink, health.clone())?;
-                Ok((Store { backend: Backend::Redb(store), health }, StoreTasks::Redb(writer)))
+                let (store, writer) = redb::RedbStore::open(dir, wrap, sink, health.clone(), outbox.clone())?;
+                Ok((Store { backend: Backend::Redb(store), health, outbox }, StoreTasks::Redb(writer)))
             }
             Location::Postgres(url) => {
-                let (store, tasks) = postgres::PgStore::open(url, node, sink, health.clone()).await?;
-                Ok((Store { backend: Backend::Postgres(store), health }, StoreTasks::Postgres(tasks)))
+                let (store, tasks) = postgres::PgStore::open(url, node, sink, health.clone(), outbox.clone()).await?;
+                Ok((Store { backend: Backend::Postgres(store), health, outbox }, StoreTasks::Postgres(tasks)))
             }
         }
+    }
+
+    /// Sets the notification rules every committed event is matched against
+    /// (in its transaction) from now on.
+    pub fn set_notify(&self, rules: crate::notify::Rules) {
+        self.outbox.set(rules);
+    }
+
+    /// Pending notifications due at `now` (at most `max`), taken for this
+    /// node for a while (a shared store's other nodes skip them meanwhile).
+    pub async fn due_notifications(
+        &self,
+        now: crate::model::Timestamp,
+        max: usize,
+    ) -> Result<Vec<crate::model::Notification>, StoreError> {
+        dispatch!(self, s => s.due_notifications(now, max).await)
+    }
+
+    /// Notifications, newest first (only `operation`'s, if given).
+    pub async fn notifications(
+        &self,
+        operation: Option<OperationId>,
+        limit: usize,
+    ) -> Result<Vec<crate::model::Notification>, StoreError> {
+        dispatch!(self, s => s.notifications(operation, limit).await)
     }
 
     /// Whether writes succeed now, and how often they came back after failing.

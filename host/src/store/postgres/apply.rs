@@ -44,17 +44,31 @@ pub(super) async fn apply_alone(
     txn: &Transaction<'_>,
     change: &Change,
     node: &str,
+    rules: &crate::notify::Rules,
 ) -> Result<(Result<Receipt, StoreError>, Vec<Pending>), tokio_postgres::Error> {
     let mut events = Vec::new();
-    let outcome = apply(txn, change, &mut events, node).await?;
+    let outcome = apply(txn, change, &mut events, node, rules).await?;
     Ok((outcome, events))
 }
 
-pub(super) async fn apply(txn: &Transaction<'_>, change: &Change, events: &mut Vec<Pending>, node: &str) -> Applied {
+pub(super) async fn apply(
+    txn: &Transaction<'_>,
+    change: &Change,
+    events: &mut Vec<Pending>,
+    node: &str,
+    rules: &crate::notify::Rules,
+) -> Applied {
     match change {
         Change::Admit { operation } => admit(txn, operation, events).await,
         Change::Operation { kind, operation, at, expect } => {
-            transition(txn, *kind, operation, *at, *expect, events, node).await
+            let outcome = transition(txn, *kind, operation, *at, *expect, events, node).await?;
+            if outcome.is_ok() {
+                // The notifications this event makes, in its transaction.
+                for notification in rules.matching(*kind, operation, *at) {
+                    put_notification(txn, &notification).await?;
+                }
+            }
+            Ok(outcome)
         }
         Change::Log { op_id, attempt, level, message, at } => {
             let live = txn
@@ -132,13 +146,17 @@ pub(super) async fn apply(txn: &Transaction<'_>, change: &Change, events: &mut V
             Ok(Ok(Receipt { count: n as usize, ..Receipt::default() }))
         }
         Change::Audited { change, entry } => {
-            let outcome = Box::pin(apply(txn, change, events, node)).await?;
+            let outcome = Box::pin(apply(txn, change, events, node, rules)).await?;
             let mut entry = (**entry).clone();
             if let Err(why) = &outcome {
                 entry.result = format!("refused: {why}");
             }
             put_audit(txn, &entry).await?;
             Ok(outcome)
+        }
+        Change::PutNotification(notification) => {
+            put_notification(txn, notification).await?;
+            Ok(Ok(Receipt { count: 1, ..Receipt::default() }))
         }
         Change::Audit(entry) => {
             put_audit(txn, entry).await?;
@@ -180,6 +198,26 @@ pub(super) async fn apply(txn: &Transaction<'_>, change: &Change, events: &mut V
 /// Unix milliseconds, as the `*_ms` columns hold them.
 pub(super) fn millis(at: Timestamp) -> i64 {
     at.system_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+async fn put_notification(txn: &Transaction<'_>, n: &crate::model::Notification) -> Result<(), tokio_postgres::Error> {
+    let data = serde_json::to_string(n).expect("a notification serializes");
+    let state = match n.state {
+        crate::model::DeliveryState::Pending => "pending",
+        crate::model::DeliveryState::Delivered => "delivered",
+        crate::model::DeliveryState::Dead => "dead",
+    };
+    txn.execute(
+        &txn.prepare_cached(
+            "INSERT INTO opal_outbox (id, op_id, state, next_at_ms, data) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET state = EXCLUDED.state, next_at_ms = EXCLUDED.next_at_ms,
+                                           data = EXCLUDED.data",
+        )
+        .await?,
+        &[&n.id.to_string(), &n.operation.to_string(), &state, &millis(n.next_at), &data],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn put_audit(txn: &Transaction<'_>, entry: &AuditEntry) -> Result<(), tokio_postgres::Error> {

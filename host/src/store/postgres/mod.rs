@@ -78,6 +78,7 @@ impl PgStore {
         node: &str,
         sink: Arc<dyn Publish>,
         health: Health,
+        outbox: super::Outbox,
     ) -> Result<(PgStore, Tasks), StoreError> {
         let config: tokio_postgres::Config =
             url.parse().map_err(|e| StoreError::Database(format!("invalid --store URL: {e}")))?;
@@ -105,7 +106,7 @@ impl PgStore {
             pool.clone(),
             rx,
             node.clone(),
-            writer::Reports { local, work: work.clone(), health, stale },
+            writer::Reports { local, work: work.clone(), health, stale, outbox },
         ));
         let stop_feed = CancellationToken::new();
         let feed = tokio::spawn(feed::run(

@@ -173,6 +173,52 @@ impl PgStore {
             .collect()
     }
 
+    /// Takes up to `max` due notifications for this node for 30 s: other
+    /// nodes skip them meanwhile (a delivery attempt records its outcome,
+    /// and a node that dies mid-attempt leaves them due again).
+    pub(crate) async fn due_notifications(
+        &self,
+        now: crate::model::Timestamp,
+        max: usize,
+    ) -> Result<Vec<crate::model::Notification>, StoreError> {
+        let now_ms = super::apply::millis(now);
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "UPDATE opal_outbox SET next_at_ms = $1 + 30000 WHERE id IN (
+                     SELECT id FROM opal_outbox WHERE state = 'pending' AND next_at_ms <= $1
+                     ORDER BY next_at_ms LIMIT $2 FOR UPDATE SKIP LOCKED)
+                 RETURNING data",
+                &[&now_ms, &(max as i64)],
+            )
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r.get(0)).map_err(|e| StoreError::Corrupt("notification".into(), e)))
+            .collect()
+    }
+
+    pub(crate) async fn notifications(
+        &self,
+        operation: Option<OperationId>,
+        limit: usize,
+    ) -> Result<Vec<crate::model::Notification>, StoreError> {
+        let op = operation.map(|o| o.to_string());
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT data FROM opal_outbox WHERE ($1::text IS NULL OR op_id = $1) ORDER BY id DESC LIMIT $2",
+                &[&op, &(limit as i64)],
+            )
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| serde_json::from_str(r.get(0)).map_err(|e| StoreError::Corrupt("notification".into(), e)))
+            .collect()
+    }
+
     pub(crate) async fn paused(&self) -> Result<bool, StoreError> {
         let row = self.client().await?.query_one("SELECT queue_paused FROM opal_meta", &[]).await.map_err(classify)?;
         Ok(row.get(0))

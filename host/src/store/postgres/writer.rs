@@ -38,12 +38,14 @@ pub(super) struct Reports {
     pub(super) work: Arc<Notify>,
     /// Failed while batches fail on the database, healthy once one commits.
     pub(super) health: Health,
+    /// The notification rules each event is matched against.
+    pub(super) outbox: crate::store::Outbox,
     /// Marked when a batch failed, so the pool replaces its connections.
     pub(super) stale: Stale,
 }
 
 pub(super) async fn run(pool: Pool, mut rx: mpsc::Receiver<Append>, node: Arc<str>, reports: Reports) {
-    let Reports { local, work, health, stale } = reports;
+    let Reports { local, work, health, stale, outbox } = reports;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -56,7 +58,7 @@ pub(super) async fn run(pool: Pool, mut rx: mpsc::Receiver<Append>, node: Arc<st
         let mut tries = 0;
         let result = loop {
             tries += 1;
-            match write_batch(&pool, &batch, &node).await {
+            match write_batch(&pool, &batch, &node, &outbox.rules()).await {
                 Err(Fatal::Db(e)) if tries <= CONFLICT_RETRIES && conflict(&e) => continue,
                 other => break other,
             }
@@ -129,7 +131,12 @@ type Outcomes = Vec<Result<Receipt, StoreError>>;
 /// claimable work, and its events, numbered.
 type Written = (Outcomes, bool, Vec<Event>);
 
-async fn write_batch(pool: &Pool, batch: &[Append], node: &str) -> Result<Written, Fatal> {
+async fn write_batch(
+    pool: &Pool,
+    batch: &[Append],
+    node: &str,
+    rules: &crate::notify::Rules,
+) -> Result<Written, Fatal> {
     let mut client = pool.get().await.map_err(Fatal::Pool)?;
     let txn = client.transaction().await?;
     let mut events: Vec<Pending> = Vec::new();
@@ -149,9 +156,10 @@ async fn write_batch(pool: &Pool, batch: &[Append], node: &str) -> Result<Writte
         } else {
             batch[start..].iter().position(is_claim).map_or(batch.len(), |p| start + p)
         };
-        let applied =
-            futures_util::future::join_all(batch[start..end].iter().map(|a| apply::apply_alone(&txn, &a.change, node)))
-                .await;
+        let applied = futures_util::future::join_all(
+            batch[start..end].iter().map(|a| apply::apply_alone(&txn, &a.change, node, rules)),
+        )
+        .await;
         for result in applied {
             let (outcome, recorded) = result?;
             ends.push((events.len(), events.len() + recorded.len()));

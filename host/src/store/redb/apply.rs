@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use opal_migrations::schema::{ACTIVE, AUDIT, EVENT_ORDER, EVENTS, IDEMPOTENCY, META, OPERATIONS, SCHEDULES};
+use opal_migrations::schema::{
+    ACTIVE, AUDIT, DELIVERED, EVENT_ORDER, EVENTS, IDEMPOTENCY, META, OPERATIONS, OUTBOX, SCHEDULES,
+};
 use redb::{ReadableTable, WriteTransaction};
 
 use super::queue::Queue;
@@ -36,6 +38,7 @@ pub(super) fn apply(
     change: &Change,
     seq: Seq,
     queue: &mut Queue,
+    rules: &crate::notify::Rules,
 ) -> Result<Applied, StoreError> {
     match change {
         Change::Admit { operation } => {
@@ -94,7 +97,15 @@ pub(super) fn apply(
                 queue.left(operation.id);
                 queue.push(operation.id, operation.op_type.clone(), operation.next_attempt_at);
             }
+            // The notifications this event makes, in its transaction.
+            for notification in rules.matching(*kind, operation, *at) {
+                put_notification(txn, &notification)?;
+            }
             Ok(Applied::event(record(txn, *kind, operation, *at, seq)?))
+        }
+        Change::PutNotification(notification) => {
+            put_notification(txn, notification)?;
+            Ok(Applied::count(1))
         }
         Change::Log { op_id, level, message, at, .. } => {
             Ok(Applied::event(log(txn, *op_id, *level, message, *at, seq)?))
@@ -134,7 +145,7 @@ pub(super) fn apply(
         // it directly.
         Change::RequestCancel { .. } => Ok(Applied::count(0)),
         Change::Audited { change, entry } => {
-            let applied = apply(txn, change, seq, queue)?;
+            let applied = apply(txn, change, seq, queue, rules)?;
             let mut entry = (**entry).clone();
             if let Applied::Refused(why) = &applied {
                 entry.result = format!("refused: {why}");
@@ -166,6 +177,18 @@ pub(super) fn apply(
             Ok(Applied::count(usize::from(removed)))
         }
     }
+}
+
+/// Writes a notification: pending ones in `outbox`, the others moved to `delivered`.
+fn put_notification(txn: &WriteTransaction, n: &crate::model::Notification) -> Result<(), StoreError> {
+    let json = serde_json::to_vec(n).map_err(|e| StoreError::Corrupt(n.id.to_string(), e))?;
+    if n.state == crate::model::DeliveryState::Pending {
+        txn.open_table(OUTBOX)?.insert(n.id.0, json.as_slice())?;
+    } else {
+        txn.open_table(OUTBOX)?.remove(n.id.0)?;
+        txn.open_table(DELIVERED)?.insert(n.id.0, json.as_slice())?;
+    }
+    Ok(())
 }
 
 fn put_audit(txn: &WriteTransaction, entry: &AuditEntry) -> Result<(), StoreError> {

@@ -65,6 +65,7 @@ impl RedbStore {
         wrap: Option<Wrap>,
         sink: Arc<dyn Publish>,
         health: Health,
+        outbox: super::Outbox,
     ) -> Result<(RedbStore, WriterThread), StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io(dir.display().to_string(), e))?;
         let opener = Opener::new(dir.join("opal.redb"), wrap);
@@ -81,8 +82,15 @@ impl RedbStore {
         let pending = Arc::new(AtomicUsize::new(0));
         let path = opener.path.clone();
         let slot = Slot::new(db);
-        let shared =
-            writer::Shared { slot: slot.clone(), opener, sink, work: work.clone(), pending: pending.clone(), health };
+        let shared = writer::Shared {
+            slot: slot.clone(),
+            opener,
+            sink,
+            work: work.clone(),
+            pending: pending.clone(),
+            health,
+            outbox,
+        };
         let thread = writer::spawn(shared, rx, last_seq)?;
         let store = RedbStore {
             db: slot,

@@ -98,6 +98,53 @@ impl RedbStore {
         Ok(out)
     }
 
+    /// Pending notifications due at `now`, at most `max` (one process: no claim needed).
+    pub(crate) async fn due_notifications(
+        &self,
+        now: crate::model::Timestamp,
+        max: usize,
+    ) -> Result<Vec<crate::model::Notification>, StoreError> {
+        let txn = self.db.get()?.begin_read()?;
+        let table = txn.open_table(opal_migrations::schema::OUTBOX)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let n: crate::model::Notification = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Corrupt(ulid::Ulid(k.value()).to_string(), e))?;
+            if n.next_at <= now {
+                out.push(n);
+                if out.len() == max {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Notifications, newest first, of `operation` if given.
+    pub(crate) async fn notifications(
+        &self,
+        operation: Option<OperationId>,
+        limit: usize,
+    ) -> Result<Vec<crate::model::Notification>, StoreError> {
+        let txn = self.db.get()?.begin_read()?;
+        let mut out: Vec<crate::model::Notification> = Vec::new();
+        for table in [opal_migrations::schema::OUTBOX, opal_migrations::schema::DELIVERED] {
+            let table = txn.open_table(table)?;
+            for entry in table.iter()?.rev() {
+                let (k, v) = entry?;
+                let n: crate::model::Notification = serde_json::from_slice(v.value())
+                    .map_err(|e| StoreError::Corrupt(ulid::Ulid(k.value()).to_string(), e))?;
+                if operation.is_none_or(|o| o == n.operation) {
+                    out.push(n);
+                }
+            }
+        }
+        out.sort_by(|a, b| b.id.cmp(&a.id));
+        out.truncate(limit);
+        Ok(out)
+    }
+
     /// The operations holding a slot in the `active` index.
     pub(crate) async fn active(&self) -> Result<Vec<Operation>, StoreError> {
         let txn = self.db.get()?.begin_read()?;

@@ -48,6 +48,8 @@ pub(super) struct Shared {
     pub(super) work: Arc<Notify>,
     pub(super) pending: Arc<AtomicUsize>,
     pub(super) health: Health,
+    /// The notification rules each event is matched against.
+    pub(super) outbox: crate::store::Outbox,
 }
 
 pub(super) fn spawn(
@@ -70,7 +72,7 @@ pub(super) fn spawn(
                     }
                 }
                 let before = queue.pending();
-                match write_batch(&db, &batch, last_seq, &mut queue) {
+                match write_batch(&db, &batch, last_seq, &mut queue, &shared.outbox.rules()) {
                     Ok((outcomes, events, new_work)) => {
                         if let Some(last) = events.last() {
                             last_seq = last.seq;
@@ -190,6 +192,7 @@ fn write_batch(
     batch: &[Append],
     last_seq: Seq,
     queue: &mut Queue,
+    rules: &crate::notify::Rules,
 ) -> Result<(Outcomes, Vec<Event>, bool), StoreError> {
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate)
@@ -199,7 +202,7 @@ fn write_batch(
     let mut seq = last_seq;
     let mut new_work = false;
     for append in batch {
-        match apply(&txn, &append.change, seq + 1, queue)? {
+        match apply(&txn, &append.change, seq + 1, queue, rules)? {
             Applied::Done { events: recorded, count, claimed } => {
                 let mut receipt = Receipt { count, ..Receipt::default() };
                 if let Some(last) = recorded.last() {

@@ -1,0 +1,254 @@
+//! Outbound notifications against a real server and a real receiver on
+//! loopback: signed deliveries for failed and completed operations, at least
+//! once across a receiver that is down for 10 s and across a SIGKILL of
+//! Opal, and a receiver that never answers delaying no operation.
+//! `notify_postgres` runs the same suite on PostgreSQL.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use opal_host::ServerConfig;
+use opal_host::hooks::signature::verify_opal;
+use opal_tests::TestServer;
+use opal_tests::serve::Serve;
+use serde_json::{Value, json};
+
+const SECRET: &str = "a notification secret for the tests";
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+struct Received {
+    delivery: String,
+    signature: String,
+    body: Vec<u8>,
+}
+
+/// A receiver on `addr` (a free port if `None`); records what it gets.
+async fn receiver(addr: Option<SocketAddr>) -> (SocketAddr, Arc<Mutex<Vec<Received>>>) {
+    let got: Arc<Mutex<Vec<Received>>> = Arc::default();
+    let sink = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                let text = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                sink.lock().unwrap().push(Received {
+                    delivery: text("x-opal-delivery"),
+                    signature: text("x-opal-signature"),
+                    body: body.to_vec(),
+                });
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr.unwrap_or_else(|| "127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, got)
+}
+
+/// A free loopback port, with nobody on it.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn rule_toml(addr: SocketAddr, extra: &str) -> String {
+    format!(
+        "[[notify]]\nname = \"ops\"\nurl = \"http://{addr}/hook\"\nsecret = \"{SECRET}\"\n\
+         events = [\"completed\", \"failed\"]\ninitial_delay = \"200ms\"\nmax_delay = \"1s\"\nmax_attempts = 100\n{extra}"
+    )
+}
+
+fn rules(dir: &std::path::Path, text: &str) -> Vec<opal_host::notify::Rule> {
+    let path = dir.join("notify.toml");
+    std::fs::write(&path, text).unwrap();
+    ServerConfig::from_file(&path).unwrap().notify
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
+/// Waits (at most `within`) until `got` holds deliveries of all `ops`; returns
+/// the delivery ids by operation.
+async fn delivered(got: &Mutex<Vec<Received>>, ops: &[String], within: Duration) -> BTreeMap<String, BTreeSet<String>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut by_op: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for r in got.lock().unwrap().iter() {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            by_op.entry(body["operation"]["id"].as_str().unwrap().to_owned()).or_default().insert(r.delivery.clone());
+        }
+        if ops.iter().all(|op| by_op.contains_key(op)) {
+            return by_op;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not every operation was notified: {by_op:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn failed_and_completed_operations_are_notified_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, got) = receiver(None).await;
+    let notify = rules(dir.path(), &rule_toml(addr, ""));
+    let server = TestServer::start_with(&dir.path().join("data"), |c| c.notify = notify).await;
+    let ok = server.run_to_end("demo", "n-1", json!({"steps": 2, "step_ms": 10})).await;
+    let failed = server.run_to_end("demo", "n-2", json!({"steps": 2, "step_ms": 10, "fail_at_step": 1})).await;
+    let cancelled = server.start_demo("n-3", json!({"steps": 100, "step_ms": 50})).await;
+    server.post(&format!("/api/v1/operations/{cancelled}/cancel"), &json!({})).await;
+    server.wait_terminal(&cancelled).await;
+    let ids = [ok["id"].as_str().unwrap().to_owned(), failed["id"].as_str().unwrap().to_owned()];
+    delivered(&got, &ids, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let received = got.lock().unwrap().clone();
+    for r in &received {
+        verify_opal(SECRET.as_bytes(), Some(&r.signature), &r.body, now()).expect("every notification is signed");
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["id"], r.delivery.as_str(), "the delivery id is in the body and the header");
+        assert_ne!(body["operation"]["id"], cancelled.as_str(), "cancelled was not asked for");
+    }
+    let events: BTreeMap<String, String> = received
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            (body["operation"]["id"].as_str().unwrap().to_owned(), body["event"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(events[&ids[0]], "completed");
+    assert_eq!(events[&ids[1]], "failed");
+
+    // Their state is visible: to an admin for all, and per operation.
+    let all = server.get("/api/v1/notifications").await.body;
+    let list = all["notifications"].as_array().unwrap();
+    assert!(list.iter().all(|n| n["state"] == "delivered" && n["attempts"] == 1), "{all}");
+    let own = server.get(&format!("/api/v1/operations/{}/notifications", ids[1])).await.body;
+    assert_eq!(own["notifications"].as_array().unwrap().len(), 1);
+    assert_eq!(own["notifications"][0]["event"], "failed");
+    assert!(!all.to_string().contains(SECRET), "the secret is never shown");
+}
+
+#[tokio::test]
+async fn a_receiver_down_for_10_s_gets_every_notification_once_it_is_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    let notify = rules(dir.path(), &rule_toml(addr, ""));
+    let server = TestServer::start_with(&dir.path().join("data"), |c| c.notify = notify).await;
+    let mut ops = Vec::new();
+    for i in 0..5 {
+        let params = if i % 2 == 0 {
+            json!({"steps": 1, "step_ms": 5})
+        } else {
+            json!({"steps": 1, "step_ms": 5, "fail_at_step": 1})
+        };
+        ops.push(server.run_to_end("demo", &format!("down-{i}"), params).await["id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let pending = server.get("/api/v1/notifications").await.body;
+    let list = pending["notifications"].as_array().unwrap();
+    assert_eq!(list.len(), 5);
+    assert!(
+        list.iter().all(|n| n["state"] == "pending" && n["attempts"].as_u64() > Some(1)),
+        "retried meanwhile: {pending}"
+    );
+    assert!(list.iter().all(|n| n["last_error"].is_string()));
+
+    let (_, got) = receiver(Some(addr)).await;
+    let by_op = delivered(&got, &ops, Duration::from_secs(20)).await;
+    let deliveries: Vec<String> = got.lock().unwrap().iter().map(|r| r.delivery.clone()).collect();
+    let distinct: BTreeSet<&String> = deliveries.iter().collect();
+    println!(
+        "{} requests, {} distinct deliveries, {} duplicates",
+        deliveries.len(),
+        distinct.len(),
+        deliveries.len() - distinct.len()
+    );
+    assert_eq!(distinct.len(), 5, "one delivery id per notification: {by_op:?}");
+    for n in list {
+        assert!(distinct.contains(&n["id"].as_str().unwrap().to_owned()), "each delivery id arrived at least once");
+    }
+    let after = server.get("/api/v1/notifications").await.body;
+    assert!(after["notifications"].as_array().unwrap().iter().all(|n| n["state"] == "delivered"), "{after}");
+}
+
+#[tokio::test]
+async fn notifications_pending_at_a_sigkill_are_delivered_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_port();
+    let config = dir.path().join("opal.toml");
+    std::fs::write(&config, rule_toml(addr, "")).unwrap();
+    let data = dir.path().join("data");
+    let mut serve = Serve::start(&data, &config).await.expect("opal serve starts");
+    let client = reqwest::Client::new();
+    let mut ops = Vec::new();
+    for i in 0..3 {
+        let body = json!({"type": "demo", "target": format!("k-{i}"), "params": {"steps": 1, "step_ms": 5}});
+        let reply = client.post(format!("{}/api/v1/operations", serve.base)).json(&body).send().await.unwrap();
+        ops.push(reply.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    // Ended, their notifications pending (nobody listens yet).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let list: Value =
+            client.get(format!("{}/api/v1/notifications", serve.base)).send().await.unwrap().json().await.unwrap();
+        if list["notifications"].as_array().is_some_and(|l| l.len() == 3) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no notifications: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serve.kill();
+    let (_, got) = receiver(Some(addr)).await;
+    let serve = Serve::start(&data, &config).await.expect("opal serve starts again");
+    delivered(&got, &ops, Duration::from_secs(40)).await;
+    drop(serve);
+}
+
+#[tokio::test]
+async fn a_receiver_that_never_answers_delays_no_operation() {
+    let dir = tempfile::tempdir().unwrap();
+    // Accepts connections and never answers.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = black_hole.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = black_hole.accept().await {
+            held.push(socket);
+        }
+    });
+    let slow = rules(dir.path(), &rule_toml(addr, "timeout = \"30s\""));
+    async fn run_times(server: &TestServer, prefix: &str) -> Vec<f64> {
+        let mut times = Vec::new();
+        for i in 0..6 {
+            let op = server.run_to_end("demo", &format!("{prefix}-{i}"), json!({"steps": 4, "step_ms": 25})).await;
+            let at = |k: &str| humantime::parse_rfc3339(op[k].as_str().unwrap()).unwrap();
+            times.push(at("finished_at").duration_since(at("started_at")).unwrap().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        times
+    }
+    let with = TestServer::start_with(&dir.path().join("with"), |c| c.notify = slow).await;
+    let with_times = run_times(&with, "w").await;
+    let stuck = with.get("/api/v1/notifications").await.body;
+    assert!(stuck["notifications"].as_array().unwrap().iter().all(|n| n["state"] == "pending"), "{stuck}");
+    with.stop().await;
+    let without = TestServer::start_with(&dir.path().join("without"), |_| {}).await;
+    let without_times = run_times(&without, "o").await;
+    let median = |t: &[f64]| t[t.len() / 2];
+    println!(
+        "run time medians: {:.1} ms with a receiver that never answers, {:.1} ms without",
+        median(&with_times),
+        median(&without_times)
+    );
+    assert!(
+        (median(&with_times) - median(&without_times)).abs() < 50.0,
+        "equal run times: {with_times:?} vs {without_times:?}"
+    );
+}
