@@ -140,7 +140,7 @@ impl RedbStore {
                 }
             }
         }
-        out.sort_by(|a, b| b.id.cmp(&a.id));
+        out.sort_by_key(|n| std::cmp::Reverse(n.id));
         out.truncate(limit);
         Ok(out)
     }
