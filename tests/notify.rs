@@ -252,3 +252,47 @@ async fn a_receiver_that_never_answers_delays_no_operation() {
         "equal run times: {with_times:?} vs {without_times:?}"
     );
 }
+
+#[tokio::test]
+async fn a_long_run_and_a_gate_waiting_for_approval_are_notified_once_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, got) = receiver(None).await;
+    let text = format!(
+        "[[notify]]\nname = \"watch\"\nurl = \"http://{addr}/hook\"\nsecret = \"{SECRET}\"\n\
+         events = [\"running_longer\", \"waiting\"]\nrunning_longer_than = \"300ms\"\ntypes = [\"demo\", \"gated\"]\n"
+    );
+    let notify = rules(dir.path(), &text);
+    let flows = dir.path().join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(
+        flows.join("gated.toml"),
+        "name = \"gated\"\n[[steps]]\nname = \"go\"\ntype = \"demo\"\nparams = { steps = 1, step_ms = 1 }\n\
+         approval = { role = \"operator\", timeout = \"1h\" }\n",
+    )
+    .unwrap();
+    let server = TestServer::start_with(&dir.path().join("data"), |c| {
+        c.notify = notify;
+        c.workflow_dirs = vec![flows];
+    })
+    .await;
+    let long = server.start_demo("long-1", json!({"steps": 20, "step_ms": 100})).await;
+    let run = server.post("/api/v1/operations", &json!({"type": "gated", "target": "g-1"})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    delivered(&got, &[long.clone(), run.clone()], Duration::from_secs(20)).await;
+    server.wait_terminal(&long).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events: Vec<(String, String)> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            (body["operation"]["id"].as_str().unwrap().to_owned(), body["event"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(events.iter().filter(|e| e.0 == long).count(), 1, "once per attempt, however long: {events:?}");
+    assert!(events.contains(&(long.clone(), "running_longer".to_owned())));
+    assert!(events.contains(&(run.clone(), "waiting".to_owned())), "{events:?}");
+}
