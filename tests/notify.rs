@@ -296,3 +296,52 @@ async fn a_long_run_and_a_gate_waiting_for_approval_are_notified_once_each() {
     assert!(events.contains(&(long.clone(), "running_longer".to_owned())));
     assert!(events.contains(&(run.clone(), "waiting".to_owned())), "{events:?}");
 }
+
+/// The code block of `lang` in docs/hooks.md.
+fn docs_block(lang: &str) -> String {
+    let docs =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/hooks.md")).unwrap();
+    let fence = format!("```{lang}\n");
+    let start = docs.find(&fence).unwrap_or_else(|| panic!("docs/hooks.md has a ```{lang} block")) + fence.len();
+    docs[start..start + docs[start..].find("```").unwrap()].to_owned()
+}
+
+/// The receivers' examples in docs/hooks.md, run as they are by python3 and
+/// node on a real notification: they accept it, and refuse it tampered.
+#[tokio::test]
+async fn the_docs_verification_examples_accept_a_real_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, got) = receiver(None).await;
+    let notify = rules(dir.path(), &rule_toml(addr, ""));
+    let server = TestServer::start_with(&dir.path().join("data"), |c| c.notify = notify).await;
+    let op = server.run_to_end("demo", "docs-1", json!({"steps": 1, "step_ms": 1})).await;
+    delivered(&got, &[op["id"].as_str().unwrap().to_owned()], Duration::from_secs(20)).await;
+    let r = got.lock().unwrap()[0].clone();
+    std::fs::write(dir.path().join("body"), &r.body).unwrap();
+    let mut tampered = r.body.clone();
+    tampered[0] = b' ';
+    std::fs::write(dir.path().join("tampered"), &tampered).unwrap();
+    let python = format!(
+        "{}\nimport os, sys\nbody = open(sys.argv[1], 'rb').read()\nprint(verify(os.environ['SECRET'].encode(), os.environ['SIG'], body))\n",
+        docs_block("python")
+    );
+    let node = format!(
+        "{}\nconst body = require('node:fs').readFileSync(process.argv[2]);\nconsole.log(verify(process.env.SECRET, process.env.SIG, body));\n",
+        docs_block("js")
+    );
+    std::fs::write(dir.path().join("verify.py"), python).unwrap();
+    std::fs::write(dir.path().join("verify.js"), node).unwrap();
+    for (program, script, yes) in [("python3", "verify.py", "True"), ("node", "verify.js", "true")] {
+        for (file, expected) in [("body", yes), ("tampered", if yes == "True" { "False" } else { "false" })] {
+            let out = std::process::Command::new(program)
+                .arg(dir.path().join(script))
+                .arg(dir.path().join(file))
+                .env("SECRET", SECRET)
+                .env("SIG", &r.signature)
+                .output()
+                .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+            assert!(out.status.success(), "{program}: {}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected, "{program} on the {file} body");
+        }
+    }
+}
