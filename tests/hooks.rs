@@ -272,3 +272,33 @@ async fn the_audit_log_says_who_started_cancelled_and_was_refused_and_never_a_to
     }
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+#[tokio::test]
+async fn a_hook_is_rate_limited_and_its_bodies_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("opal.toml");
+    let secret = "a rate limited hook secret";
+    std::fs::write(
+        &path,
+        format!(
+            "[[hooks]]\nname = \"small\"\nsecret = \"{secret}\"\ntype = \"demo\"\ntarget = \"t\"\n\
+             static_params = {{ steps = 1, step_ms = 1 }}\nrate_per_minute = 2\nmax_body_kib = 1\n"
+        ),
+    )
+    .unwrap();
+    let hooks = ServerConfig::from_file(&path).unwrap().hooks;
+    let server = TestServer::start_with(&dir.path().join("data"), |c| c.hooks = hooks).await;
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(2000));
+    let signature = sign_github(secret.as_bytes(), big.as_bytes());
+    let too_big = deliver(&server, "small", big.as_bytes(), &[("X-Hub-Signature-256", &signature)]).await;
+    assert_eq!(too_big.status, 413, "{too_big:?}");
+    let body = b"{}";
+    let signature = sign_github(secret.as_bytes(), body);
+    let first =
+        deliver(&server, "small", body, &[("X-Hub-Signature-256", &signature), ("X-GitHub-Delivery", "a")]).await;
+    assert_eq!(first.status, 202, "{first:?}");
+    let third =
+        deliver(&server, "small", body, &[("X-Hub-Signature-256", &signature), ("X-GitHub-Delivery", "b")]).await;
+    assert_eq!(third.status, 429, "the oversized delivery spent one of the two: {third:?}");
+    assert!(third.body["detail"].as_str().unwrap().contains("2 deliveries a minute"));
+}

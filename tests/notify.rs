@@ -345,3 +345,64 @@ async fn the_docs_verification_examples_accept_a_real_notification() {
         }
     }
 }
+
+/// A receiver that always answers 500.
+async fn failing_receiver() -> (SocketAddr, Arc<Mutex<usize>>) {
+    let hits: Arc<Mutex<usize>> = Arc::default();
+    let count = hits.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let count = count.clone();
+            async move {
+                *count.lock().unwrap() += 1;
+                (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "no")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn a_notification_is_dead_after_its_attempts_and_slack_gets_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let (bad, hits) = failing_receiver().await;
+    let (slack, got) = receiver(None).await;
+    let text = format!(
+        "[[notify]]\nname = \"bad\"\nurl = \"http://{bad}/hook\"\nsecret = \"{SECRET}\"\nevents = [\"failed\"]\n\
+         max_attempts = 3\ninitial_delay = \"100ms\"\nmax_delay = \"200ms\"\n\n\
+         [[notify]]\nname = \"chat\"\nurl = \"http://{slack}/hook\"\nsecret = \"{SECRET}\"\nevents = [\"failed\"]\nformat = \"slack\"\n"
+    );
+    let notify = rules(dir.path(), &text);
+    let server = TestServer::start_with(&dir.path().join("data"), |c| c.notify = notify).await;
+    let op = server.run_to_end("demo", "web-7", json!({"steps": 1, "step_ms": 1, "fail_at_step": 1})).await;
+    let id = op["id"].as_str().unwrap().to_owned();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        let list = server.get(&format!("/api/v1/operations/{id}/notifications")).await.body;
+        let dead = list["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["rule"] == "bad" && n["state"] == "dead")
+            .cloned();
+        if let Some(dead) = dead {
+            break dead;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never dead: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(dead["attempts"], 3);
+    assert_eq!(dead["last_error"], "the receiver answered 500 Internal Server Error");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(*hits.lock().unwrap(), 3, "no attempt after the last");
+    let text_body: Value = serde_json::from_slice(&got.lock().unwrap()[0].body).unwrap();
+    let message = text_body["text"].as_str().unwrap();
+    assert!(message.contains("demo on web-7 failed"), "{message}");
+    assert_eq!(text_body.as_object().unwrap().len(), 1, "Slack's shape: {text_body}");
+}
