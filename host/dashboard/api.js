@@ -50,6 +50,7 @@ export const api = {
     return call("GET", `/operations?${params}`);
   },
   start: (type, target, params) => call("POST", "/operations", { type, target, params }),
+  notifications: (id) => call("GET", `/operations/${encodeURIComponent(id)}/notifications`),
   cancel: (id) => call("POST", `/operations/${encodeURIComponent(id)}/cancel`),
   /** Decides the approval gate a workflow run waits at: `decision` is "approve" or "reject". */
   decide: (id, decision, comment) =>

@@ -11,7 +11,8 @@
 import { api, problemText } from "./api.js";
 import { cancelling, confirmCancel } from "./cancel.js";
 import { h, byId, setText, setAttr } from "./dom.js";
-import { ACTIVE, STATUS_LABEL, clock, dateTime, elapsedLabel, opTitle } from "./format.js";
+import { ACTIVE, STATUS_LABEL, TERMINAL, clock, dateTime, elapsedLabel, opTitle } from "./format.js";
+import { RunSteps, isRun } from "./runs.js";
 
 /** Operation ids are ULIDs: 26 characters of Crockford base32. */
 const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/i;
@@ -21,6 +22,10 @@ const EVENT_LABEL = {
   "operation.started": "Started",
   "operation.progress": "Progress",
   "operation.requeued": "Re-queued",
+  "operation.retry_scheduled": "Retry scheduled",
+  "operation.waiting": "Waiting for approval",
+  "operation.approved": "Approved",
+  "operation.rejected": "Rejected",
   "operation.completed": "Completed",
   "operation.failed": "Failed",
   "operation.cancelled": "Cancelled",
@@ -44,6 +49,8 @@ export class DetailView {
     store.on("event", (frame) => {
       const id = frame.operation?.id ?? frame.operation_id;
       if (id === this.id) this.add(frame);
+      // An end makes notifications: read them again shortly after.
+      if (id === this.id && TERMINAL.has(frame.operation?.status)) setTimeout(() => this.loadNotifications(), 500);
     });
   }
 
@@ -60,7 +67,32 @@ export class DetailView {
     }
     this.socket.want(`op:${id}`);
     if (!this.store.ops.has(id)) this.fetchOperation(id);
+    this.loadNotifications();
     this.render();
+  }
+
+  /** The operation's outbound notifications and their delivery state (docs/hooks.md). */
+  async loadNotifications() {
+    const id = this.id;
+    if (!id) return;
+    const reply = await api.notifications(id);
+    if (id !== this.id || !reply.ok) return;
+    const list = reply.body.notifications;
+    this.ui.notifications.hidden = list.length === 0;
+    this.ui.notificationList.replaceChildren(
+      ...list.map((n) =>
+        h(
+          "li",
+          { class: "notification", "data-state": n.state, "data-event": n.event },
+          h("span", { class: `badge badge-${n.state === "delivered" ? "completed" : n.state === "dead" ? "failed" : "pending"}` }, n.state),
+          h("span", {}, `${n.event} → ${n.rule}`),
+          h("span", { class: "hint" }, `${n.attempts} attempt${n.attempts === 1 ? "" : "s"}`),
+          n.last_error ? h("span", { class: "step-error" }, n.last_error) : null,
+        ),
+      ),
+    );
+    // Pending ones are retried: look again until they settle.
+    if (list.some((n) => n.state === "pending")) setTimeout(() => this.loadNotifications(), 2000);
   }
 
   hide() {
@@ -125,6 +157,15 @@ export class DetailView {
     ui.log = h("ol", { class: "log", id: "log" });
     ui.logBox = h("div", { class: "log-box", tabindex: 0, "aria-label": "Log lines" }, ui.log);
     ui.logState = h("span", { class: "live-tag" });
+    ui.steps = new RunSteps(this.store);
+    ui.stepsCard = h("section", { class: "card", hidden: true, id: "detail-steps" }, h("h2", {}, "Steps"), ui.steps.el);
+    ui.notificationList = h("ul", { class: "notifications" });
+    ui.notifications = h(
+      "section",
+      { class: "card", hidden: true, id: "detail-notifications" },
+      h("h2", {}, "Notifications"),
+      ui.notificationList,
+    );
     const summary = h(
       "dl",
       { class: "facts" },
@@ -144,6 +185,8 @@ export class DetailView {
         h("div", { class: "detail-actions" }, ui.badge, ui.cancel),
       ),
       h("section", { class: "card" }, h("div", { class: "bar-line" }, ui.bar, ui.pct), ui.message),
+      ui.stepsCard,
+      ui.notifications,
       h(
         "div",
         { class: "detail-grid" },
@@ -198,6 +241,8 @@ export class DetailView {
     setText(ui.errorText, op.error?.message ?? "");
     setText(ui.details, JSON.stringify(op.details ?? {}, null, 2));
     setText(ui.params, JSON.stringify(op.params ?? {}, null, 2));
+    ui.stepsCard.hidden = !isRun(op);
+    if (isRun(op)) ui.steps.update(op);
     setText(ui.logState, active ? "● Live" : "Ended");
     setAttr(ui.logState, "data-live", active ? "true" : null);
   }

@@ -39,7 +39,7 @@ fn dashboard_on_postgres_in_chromium() {
         eprintln!("NOTICE: skipping the dashboard's PostgreSQL run: {why}");
         return;
     }
-    run_suite(&[("OPAL_DASHBOARD_STORE", admin.as_str()), ("OPAL_DASHBOARD_FILES", "live,storage,workflows")]);
+    run_suite(&[("OPAL_DASHBOARD_STORE", admin.as_str()), ("OPAL_DASHBOARD_FILES", "live,storage,workflows,notify")]);
 }
 
 /// Runs the Playwright suite in Chromium, with `env` added. One run at a

@@ -10,7 +10,7 @@ import { after } from "node:test";
 import { closeBrowser } from "./support.mjs";
 
 // OPAL_DASHBOARD_FILES (comma-separated, e.g. `start,live`) runs part of the suite.
-const files = (process.env.OPAL_DASHBOARD_FILES || "start,live,look,auth,storage,workflows").split(",");
+const files = (process.env.OPAL_DASHBOARD_FILES || "start,live,look,auth,storage,workflows,notify").split(",");
 for (const file of files) await import(`./${file.trim()}.mjs`);
 
 after(closeBrowser);

@@ -115,6 +115,15 @@ test("a run's steps expand live, and an approval given from the dashboard resume
       assert.match(await steps.locator('li.step[data-step="install"] .step-decision').textContent(), /approved by user:bob: go ahead/);
       const op = await callAs(server, BOB, "GET", `/api/v1/operations/${run}`);
       assert.equal(op.body.details.steps[1].approval.by, "user:bob");
+      // The run's own page shows its steps too.
+      await runRow.locator("a.op-type").click();
+      await page.waitForSelector(`#detail-view[data-op-id="${run}"]`);
+      const detailSteps = page.locator("#detail-steps li.step");
+      await detailSteps.first().waitFor();
+      assert.deepEqual(await detailSteps.evaluateAll((els) => els.map((e) => [e.dataset.step, e.dataset.status])), [
+        ["prepare", "completed"],
+        ["install", "completed"],
+      ]);
       assertClean(page, assert);
     },
     {},
