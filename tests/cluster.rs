@@ -14,7 +14,8 @@
 //! - A schedule fires once per fire time across the cluster.
 //! - Killed database connections cost 503s with Retry-After, never a 500 or
 //!   an acknowledged operation.
-//! - SIGTERM hands running operations back at once and closes sockets with 1012.
+//! - A second SIGTERM (the first drains) hands running operations back at once and closes sockets
+//!   with 1012.
 //! - A database made read-only costs 503s with Retry-After and a `failed`
 //!   storage status; once writable again the node recovers by itself.
 //! - A workflow run whose node is killed in step 2 of 3 continues on another
@@ -700,6 +701,10 @@ async fn a_terminated_node_hands_its_operations_back_at_once_and_closes_sockets_
     assert_still_on(&y, &ids, "x").await;
 
     let terminated = Instant::now();
+    // The first SIGTERM drains (waiting up to drain_timeout for the 6 s
+    // runs); the second stops at once and hands them back.
+    x.signal(Signal::Term);
+    tokio::time::sleep(Duration::from_millis(300)).await;
     x.signal(Signal::Term);
     let code = tokio::time::timeout(Duration::from_secs(15), close_code(ws.stream_mut()))
         .await

@@ -8,6 +8,7 @@
 //! max_concurrent = 16          # operations running at once, all types
 //! retention_days = 30          # how long ended operations are kept
 //! audit_retention_days = 90    # how long audit log entries are kept
+//! drain_timeout_ms = 30000     # first SIGTERM: how long running operations get to end
 //! cancel_grace_ms = 5000
 //! progress_window_ms = 500
 //!
@@ -85,6 +86,9 @@ pub struct ServerConfig {
     pub retention: Duration,
     /// Audit log entries older than this are pruned.
     pub audit_retention: Duration,
+    /// How long a draining node (first SIGTERM) waits for its running
+    /// operations before it cancels what is not retry-safe and stops.
+    pub drain_timeout: Duration,
     /// How often pruning runs.
     pub prune_interval: Duration,
     /// Per operation type overrides.
@@ -328,6 +332,7 @@ impl Default for ServerConfig {
             max_concurrent: 64,
             retention: Duration::from_secs(30 * 24 * 3600),
             audit_retention: Duration::from_secs(90 * 24 * 3600),
+            drain_timeout: Duration::from_secs(30),
             prune_interval: Duration::from_secs(3600),
             types: BTreeMap::new(),
             plugin_poll: Duration::from_secs(1),
@@ -384,6 +389,7 @@ struct ConfigFile {
     max_concurrent: Option<usize>,
     retention_days: Option<u64>,
     audit_retention_days: Option<u64>,
+    drain_timeout_ms: Option<u64>,
     ping_interval_ms: Option<u64>,
     idle_timeout_ms: Option<u64>,
     progress_delay_ms: Option<u64>,
@@ -571,6 +577,9 @@ impl ServerConfig {
         }
         if let Some(n) = file.max_concurrent {
             config.max_concurrent = positive("max_concurrent", n as u64)? as usize;
+        }
+        if let Some(ms) = file.drain_timeout_ms {
+            config.drain_timeout = Duration::from_millis(ms);
         }
         if let Some(days) = file.audit_retention_days {
             config.audit_retention = Duration::from_secs(positive("audit_retention_days", days)? * 24 * 3600);

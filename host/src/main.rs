@@ -267,7 +267,10 @@ async fn serve(config: ServerConfig) -> anyhow::Result<()> {
     }
     // Scripts and tests wait for exactly this line; keep it stable.
     println!("listening on http://{}", server.addr);
-    server.run_until(shutdown_signal()).await?;
+    // The first Ctrl-C or SIGTERM drains (starts get 503, running
+    // operations get drain_timeout to end); a second one stops at once.
+    shutdown_signal().await;
+    server.drain(shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

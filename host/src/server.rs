@@ -31,6 +31,8 @@ use crate::ws::SocketContext;
 pub struct RunningServer {
     /// The address it listens on (the real port, even for port 0).
     pub addr: SocketAddr,
+    engine: Engine,
+    drain_timeout: std::time::Duration,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -38,13 +40,26 @@ pub struct RunningServer {
 impl RunningServer {
     /// Stops accepting, closes sockets, stops runners, drains the store.
     pub async fn shutdown(self) -> anyhow::Result<()> {
-        self.shutdown.cancel();
-        self.task.await?
+        let RunningServer { engine, shutdown, task, .. } = self;
+        // The store's writer drains once every handle is gone: this one too.
+        drop(engine);
+        shutdown.cancel();
+        task.await?
     }
 
     /// Runs until `signal` completes, then shuts down.
     pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
         signal.await;
+        self.shutdown().await
+    }
+
+    /// Drains, then shuts down: starts get 503 and nothing more is claimed
+    /// here while the running operations get up to `drain_timeout` to end
+    /// (see [`Engine::drain`]); `hurry` (a second signal) cuts the wait
+    /// short. Sockets are then closed with 1012 (reconnect elsewhere).
+    pub async fn drain(self, hurry: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let left = self.engine.drain(self.drain_timeout, hurry).await;
+        tracing::info!(left, "drained; stopping");
         self.shutdown().await
     }
 }
@@ -173,6 +188,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let state = AppState { engine: engine.clone(), registry, schedules, sockets, status, access, hooks };
     let app = router(state);
     let stop = shutdown.clone();
+    let drainer = engine.clone();
     let task = tokio::spawn(async move {
         // Pushed events are small writes that must leave at once: with Nagle's
         // algorithm a write waits for the ack of the previous one, which a
@@ -191,5 +207,5 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         store_tasks.join().await;
         Ok(())
     });
-    Ok(RunningServer { addr, shutdown, task })
+    Ok(RunningServer { addr, engine: drainer, drain_timeout: config.drain_timeout, shutdown, task })
 }

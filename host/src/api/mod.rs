@@ -113,6 +113,9 @@ struct Ready {
         (status = 503, description = "Writes fail; `detail` says why", body = Problem<'static>, content_type = "application/problem+json"),
     ))]
 async fn readyz(State(app): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    if app.engine.draining() {
+        return Err(ApiError::Unavailable(format!("node {} is draining before it stops", app.engine.node())));
+    }
     match app.engine.store_condition().failed {
         Some(why) => Err(ApiError::Unavailable(format!("storage failed: {why}"))),
         None => Ok(Json(Ready { ready: true })),

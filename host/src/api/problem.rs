@@ -209,6 +209,7 @@ impl From<SubmitError> for ApiError {
                 operation: Some(op),
             },
             e @ SubmitError::LowSpace(_) => ApiError::InsufficientStorage(e.to_string()),
+            e @ SubmitError::Draining(_) => ApiError::Unavailable(e.to_string()),
             SubmitError::Plugin(fault @ crate::sandbox::Fault::NoInstance(_)) => {
                 ApiError::Unavailable(format!("every sandbox instance is busy: the plugin {fault}"))
             }

@@ -42,7 +42,9 @@ async fn claim_loop(inner: Arc<Inner>) {
             recoveries = condition.recoveries;
             super::recovery::after_failure(&inner).await;
         }
-        let room = inner.lock_queue().room(inner.config.max_concurrent);
+        // A draining node takes no more work: what waits goes to other nodes, or to its restart.
+        let draining = inner.draining.load(std::sync::atomic::Ordering::Relaxed);
+        let room = if draining { 0 } else { inner.lock_queue().room(inner.config.max_concurrent) };
         let mut full = false;
         let mut wake_at = None;
         if room > 0 {

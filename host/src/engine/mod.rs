@@ -142,6 +142,9 @@ pub enum SubmitError {
     /// The data directory is below its free-space floor.
     #[error("{}", .0.refusal())]
     LowSpace(Box<crate::space::Space>),
+    /// This node is draining before it stops: it admits nothing more.
+    #[error("node {0} is draining before it stops; start the operation on another node, or retry after its restart")]
+    Draining(String),
     /// The plugin's `validate` did not return (crashed or hung).
     #[error("the plugin could not validate the params: it {0}")]
     Plugin(#[from] crate::sandbox::Fault),
@@ -197,6 +200,8 @@ struct Inner {
     feed: Feed,
     /// Whether the queue is paused, as this node last learned it.
     paused: AtomicBool,
+    /// Set by [`Engine::drain`]: nothing more is admitted or claimed here.
+    draining: AtomicBool,
     /// The operations running here. A std mutex: held for bookkeeping only,
     /// never across an await.
     queue: Mutex<Running>,
@@ -240,6 +245,7 @@ impl Engine {
                 config,
                 feed,
                 paused,
+                draining: AtomicBool::new(false),
                 queue: Mutex::new(Running::default()),
                 admitted: Mutex::new(HashMap::new()),
                 room: tokio::sync::Notify::new(),
@@ -380,6 +386,56 @@ impl Engine {
         (self.inner.store.pending_now().unwrap_or(pending), running)
     }
 
+    /// Whether this node is draining.
+    pub fn draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    /// Drains this node before it stops: it admits and claims nothing more,
+    /// and waits (at most `timeout`, or until `hurry`) for what runs here to
+    /// end. What still runs then is cancelled cooperatively unless it is
+    /// retry-safe (those are handed back at [`Engine::shutdown`], or
+    /// re-queued at the next start), and given the cancel grace to end.
+    /// Returns how many were still running at the deadline.
+    pub async fn drain(&self, timeout: Duration, hurry: impl std::future::Future<Output = ()>) -> usize {
+        self.inner.draining.store(true, Ordering::Relaxed);
+        tracing::info!(?timeout, "draining: admitting nothing more, waiting for the running operations");
+        tokio::pin!(hurry);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let running = self.inner.lock_queue().counts().1;
+            if running == 0 {
+                return 0;
+            }
+            tokio::select! {
+                () = &mut hurry => return running,
+                () = tokio::time::sleep_until(deadline) => break,
+                () = self.inner.room.notified() => {}
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+        let ids: Vec<OperationId> = self.inner.lock_queue().entries().map(|(id, _)| *id).collect();
+        let mut cancelled = 0;
+        for id in &ids {
+            let Ok(Some(op)) = self.inner.store.get(*id).await else { continue };
+            if recovery::retry_safe(&self.inner.registry, &self.inner.workflows, &op) {
+                continue;
+            }
+            if self.inner.cancel(*id, "drain", None).await.is_ok() {
+                cancelled += 1;
+            }
+        }
+        tracing::warn!(left = ids.len(), cancelled, "drain timeout: cancelled what is not retry-safe");
+        let grace = tokio::time::Instant::now() + self.inner.config.cancel_grace + Duration::from_millis(500);
+        while self.inner.lock_queue().counts().1 > 0 && tokio::time::Instant::now() < grace {
+            tokio::select! {
+                () = &mut hurry => break,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        ids.len()
+    }
+
     /// Stops claiming and stops every runner. On a private store nothing
     /// is recorded for them (the next start deals with them, as after a
     /// crash); on a shared one each is handed back at once (see
@@ -474,6 +530,10 @@ impl Inner {
     }
 
     async fn submit(&self, request: SubmitRequest) -> Result<Submitted, SubmitError> {
+        // A draining node's own workflow runs still admit their steps.
+        if self.draining.load(Ordering::Relaxed) && request.child.is_none() {
+            return Err(SubmitError::Draining(self.config.node.clone()));
+        }
         if let Some(space) = self.space()
             && space.low()
         {

@@ -88,6 +88,16 @@ pub(super) async fn resolve(
     }
 }
 
+/// Whether `op` may be run again after an interruption: a workflow run, or
+/// an operation whose plugin (the version it was admitted with) is retry-safe.
+pub(super) fn retry_safe(registry: &Registry, workflows: &crate::workflow::Catalog, op: &Operation) -> bool {
+    workflows.get(&op.op_type).is_some()
+        || semver::Version::parse(&op.plugin_version)
+            .ok()
+            .and_then(|v| registry.get_exact(&op.op_type, &v))
+            .is_some_and(|p| p.retry_safe)
+}
+
 /// What becomes of an operation whose run was cut short: re-queued as the
 /// next attempt if its plugin (the version it was admitted with) is
 /// retry-safe here (a workflow run always is: it continues where it
@@ -101,11 +111,7 @@ pub(super) fn decide(
     why: &str,
 ) -> (EventKind, Operation) {
     let workflow = workflows.get(&op.op_type).is_some();
-    let retry_safe = workflow
-        || semver::Version::parse(&op.plugin_version)
-            .ok()
-            .and_then(|v| registry.get_exact(&op.op_type, &v))
-            .is_some_and(|p| p.retry_safe);
+    let retry_safe = retry_safe(registry, workflows, &op);
     if retry_safe {
         op.status = Status::Pending;
         op.attempt += 1;
