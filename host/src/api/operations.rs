@@ -41,7 +41,7 @@ const MAX_LIMIT: usize = 500;
             headers(("Retry-After" = u64, description = "Seconds until a start may succeed"))),
         (status = 502, description = "The plugin failed while validating", body = Problem<'static>, content_type = "application/problem+json"),
         (status = 507, description = "The data directory is below its free-space floor (min_free_mib)", body = Problem<'static>, content_type = "application/problem+json"),
-        (status = 503, description = "The store cannot take writes now (a cluster's database is unreachable or restarting)", body = Problem<'static>, content_type = "application/problem+json",
+        (status = 503, description = "The store cannot take writes now (a cluster's database is unreachable or restarting), or the node is draining before it stops", body = Problem<'static>, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds until a retry may succeed"))),
     ))]
 /// `POST /api/v1/operations`: 202 with the pending operation and its

@@ -22,13 +22,15 @@ impl Connection {
     /// `since`, replays every event after it that matches one of the new
     /// topics (and none already subscribed, which were delivered live), from
     /// the ring or, for older ones, from `history`; if the gap is too large or
-    /// partly pruned, queues `reset: true` snapshots instead.
+    /// partly pruned, queues `reset: true` snapshots instead. The client's
+    /// request `id`, if any, is echoed in each snapshot (or in `resumed`).
     pub async fn subscribe(
         &self,
         topics: &[Topic],
         since: Option<Seq>,
         known: &[Operation],
         history: &dyn History,
+        id: Option<&serde_json::Value>,
     ) -> Resumed {
         let hub = &self.hub;
         let mut fetched: Option<(Seq, Vec<Event>)> = None;
@@ -39,10 +41,10 @@ impl Connection {
                 let mut state = hub.lock();
                 let last = state.last_seq;
                 let Some(since) = since else {
-                    return self.snapshot(&mut state, topics, false, known);
+                    return self.snapshot(&mut state, topics, false, known, id);
                 };
                 if since > last || last - since > hub.config.max_replay {
-                    return self.snapshot(&mut state, topics, true, known);
+                    return self.snapshot(&mut state, topics, true, known, id);
                 }
                 // Events up to `upto` come from the store, the rest from the ring.
                 let upto = match &fetched {
@@ -54,7 +56,7 @@ impl Connection {
                     Some(upto) => {
                         let stored = fetched.take().map(|(_, events)| events).unwrap_or_default();
                         let ring: Vec<Event> = state.ring.iter().filter(|e| e.seq > upto).cloned().collect();
-                        return self.replay(&mut state, topics, since, stored.into_iter().chain(ring));
+                        return self.replay(&mut state, topics, since, stored.into_iter().chain(ring), id);
                     }
                     None => (since, state.ring.front().map_or(last, |first| first.seq - 1)),
                 }
@@ -64,19 +66,26 @@ impl Connection {
                 Ok(events) => fetched = Some((upto, events)),
                 Err(e) => {
                     tracing::info!(since, error = %e, "resume gap not in history; sending a reset");
-                    return self.snapshot(&mut hub.lock(), topics, true, known);
+                    return self.snapshot(&mut hub.lock(), topics, true, known, id);
                 }
             }
         }
-        self.snapshot(&mut hub.lock(), topics, true, known)
+        self.snapshot(&mut hub.lock(), topics, true, known, id)
     }
 
-    fn snapshot(&self, state: &mut State, topics: &[Topic], reset: bool, known: &[Operation]) -> Resumed {
+    fn snapshot(
+        &self,
+        state: &mut State,
+        topics: &[Topic],
+        reset: bool,
+        known: &[Operation],
+        id: Option<&serde_json::Value>,
+    ) -> Resumed {
         let seq = state.last_seq;
         let Some(subscriber) = state.connections.get(&self.id) else { return Resumed::Reset };
         let visible = |op: &Operation| subscriber.scope.allows(&op.target) && !subscriber.hidden.contains(&op.id);
         let frames: Vec<Utf8Bytes> =
-            topics.iter().map(|t| snapshot::frame(state, t, seq, reset, known, &visible)).collect();
+            topics.iter().map(|t| snapshot::frame(state, t, seq, reset, known, &visible, id)).collect();
         let Some(subscriber) = state.connections.get_mut(&self.id) else { return Resumed::Reset };
         subscriber.topics.extend(topics.iter().cloned());
         let mut ok = true;
@@ -89,7 +98,14 @@ impl Connection {
         if reset { Resumed::Reset } else { Resumed::Snapshot }
     }
 
-    fn replay(&self, state: &mut State, topics: &[Topic], since: Seq, events: impl Iterator<Item = Event>) -> Resumed {
+    fn replay(
+        &self,
+        state: &mut State,
+        topics: &[Topic],
+        since: Seq,
+        events: impl Iterator<Item = Event>,
+        id: Option<&serde_json::Value>,
+    ) -> Resumed {
         let seq = state.last_seq;
         let deadline = self.hub.config.lag_deadline;
         let Some(subscriber) = state.connections.get_mut(&self.id) else { return Resumed::Reset };
@@ -112,8 +128,11 @@ impl Connection {
             );
         subscriber.topics.extend(new);
         let names: Vec<String> = topics.iter().map(ToString::to_string).collect();
-        let resumed =
+        let mut resumed =
             serde_json::json!({"type": "resumed", "topics": names, "since": since, "seq": seq, "replayed": count});
+        if let Some(id) = id {
+            resumed["id"] = id.clone();
+        }
         ok &= subscriber.deliver_frame(Utf8Bytes::from(resumed.to_string()));
         if !ok {
             state.drop_connections(vec![self.id], CLOSE_LAGGING);

@@ -18,6 +18,9 @@ struct Snapshot<'a> {
     operations: Option<Vec<&'a Operation>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     status: Option<&'a RawValue>,
+    /// The subscribe's request id, echoed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a serde_json::Value>,
 }
 
 /// The snapshot of `topic` at `seq`. For operation topics: active operations
@@ -31,6 +34,7 @@ pub(super) fn frame(
     reset: bool,
     known: &[Operation],
     visible: &dyn Fn(&Operation) -> bool,
+    id: Option<&serde_json::Value>,
 ) -> Utf8Bytes {
     let (operations, status_text);
     if *topic == Topic::System {
@@ -54,7 +58,14 @@ pub(super) fn frame(
         }
         operations = Some(ops);
     }
-    let snapshot =
-        Snapshot { kind: "snapshot", topic: topic.to_string(), seq, reset, operations, status: status_text.as_deref() };
+    let snapshot = Snapshot {
+        kind: "snapshot",
+        topic: topic.to_string(),
+        seq,
+        reset,
+        operations,
+        status: status_text.as_deref(),
+        id,
+    };
     Utf8Bytes::from(serde_json::to_string(&snapshot).expect("snapshots serialize"))
 }

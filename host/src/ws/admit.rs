@@ -52,7 +52,7 @@ pub(super) async fn first_message(socket: &mut WebSocket, access: &Access) -> Re
             Some(Err(_)) | None => return Err(refuse("closed before authenticating".into())),
         };
         return match serde_json::from_str::<ClientMessage>(&text) {
-            Ok(ClientMessage::Auth { token }) => {
+            Ok(ClientMessage::Auth { token, .. }) => {
                 access.auth.authenticate_token(&token).map_err(|e| refuse(e.to_string()))
             }
             _ => Err(refuse("the first message must be {\"type\":\"auth\",\"token\":...}".into())),

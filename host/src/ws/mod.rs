@@ -155,9 +155,13 @@ pub async fn serve(mut socket: WebSocket, cx: SocketContext, principal: Option<P
             },
             message = stream.next() => {
                 last_heard = Instant::now();
+                let mut request = None;
                 let reply = match message {
                     Some(Ok(Message::Text(text))) => match cx.access.take_ws_message(&principal) {
-                        Ok(()) => handle(&connection, &cx, &principal, &mut subscribed, &text).await,
+                        Ok(()) => {
+                            request = protocol::request_id(&text);
+                            handle(&connection, &cx, &principal, &mut subscribed, &text).await
+                        }
                         Err(wait) => Err(("rate_limited", format!(
                             "{} sends messages faster than its limit allows; this one was dropped, retry in {} ms",
                             principal.name,
@@ -176,7 +180,7 @@ pub async fn serve(mut socket: WebSocket, cx: SocketContext, principal: Option<P
                         if errors > MAX_ERRORS {
                             break (CLOSE_POLICY, "too many bad messages");
                         }
-                        Some(ServerMessage::Error { code, message }.to_text())
+                        Some(ServerMessage::Error { code, message, id: request }.to_text())
                     }
                 };
                 if let Some(reply) = reply
@@ -241,8 +245,8 @@ async fn handle(
     let message: ClientMessage =
         serde_json::from_str(text).map_err(|e| ("bad_message", format!("not a valid client message: {e}")))?;
     match message {
-        ClientMessage::Ping => Ok(Some(ServerMessage::Pong.to_text())),
-        ClientMessage::Subscribe { topics, since } => {
+        ClientMessage::Ping { id } => Ok(Some(ServerMessage::Pong { id }.to_text())),
+        ClientMessage::Subscribe { topics, since, id } => {
             let topics = parse_topics(&topics)?;
             if let Some(denied) = topics.iter().find(|t| !cx.authorize.may_subscribe(principal, t)) {
                 return Err(("forbidden", format!("{denied} is outside the targets of {}", principal.name)));
@@ -267,10 +271,10 @@ async fn handle(
             }
             let known: Vec<Operation> = known.into_iter().filter(|op| principal.sees(&op.target)).collect();
             subscribed.extend(topics.iter().cloned());
-            connection.subscribe(&topics, since, &known, &cx.store).await;
+            connection.subscribe(&topics, since, &known, &cx.store, id.as_ref()).await;
             Ok(None)
         }
-        ClientMessage::Unsubscribe { topics } => {
+        ClientMessage::Unsubscribe { topics, .. } => {
             let topics = parse_topics(&topics)?;
             for topic in &topics {
                 subscribed.remove(topic);

@@ -16,14 +16,33 @@ pub(super) enum ClientMessage {
         topics: Vec<String>,
         #[serde(default)]
         since: Option<Seq>,
+        /// The client's request id, echoed in the snapshots (or `resumed`,
+        /// or `error`) that answer.
+        #[serde(default)]
+        id: Option<serde_json::Value>,
     },
     /// Remove topics.
-    Unsubscribe { topics: Vec<String> },
+    Unsubscribe {
+        topics: Vec<String>,
+        /// Accepted (an unsubscribe has no answer to echo it in).
+        #[serde(default)]
+        #[allow(dead_code)]
+        id: Option<serde_json::Value>,
+    },
     /// Application-level ping; answered with `pong`.
-    Ping,
+    Ping {
+        #[serde(default)]
+        id: Option<serde_json::Value>,
+    },
     /// The bearer token, as the first message of a socket opened without an
     /// `Authorization` header (browsers cannot set one).
-    Auth { token: String },
+    Auth {
+        token: String,
+        /// Accepted (`hello` answers an auth message).
+        #[serde(default)]
+        #[allow(dead_code)]
+        id: Option<serde_json::Value>,
+    },
 }
 
 /// Server messages other than snapshots and events (those are built once,
@@ -34,9 +53,27 @@ pub(super) enum ServerMessage<'a> {
     /// First message on every connection.
     Hello { protocol: u32, seq: Seq, history: String },
     /// Answer to `ping`.
-    Pong,
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
     /// A client message was not understood or not allowed; the connection stays open.
-    Error { code: &'a str, message: String },
+    Error {
+        code: &'a str,
+        message: String,
+        /// The request's id, when it had one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<serde_json::Value>,
+    },
+}
+
+/// The `id` of a client message, if it has a usable one: a string of at
+/// most 64 bytes, or a number. It is echoed as it was sent.
+pub(super) fn request_id(text: &str) -> Option<serde_json::Value> {
+    let message: serde_json::Value = serde_json::from_str(text).ok()?;
+    let id = message.get("id")?;
+    let usable = id.as_str().is_some_and(|s| s.len() <= 64) || id.is_number();
+    usable.then(|| id.clone())
 }
 
 impl ServerMessage<'_> {
