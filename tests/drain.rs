@@ -44,6 +44,8 @@ async fn sigterm_drains_running_operations_refuses_starts_and_exits_0() {
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
     assert!(ready.text().await.unwrap().contains("draining"));
+    let health: Value = client.get(format!("{base}/healthz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!((health["status"].as_str(), health["draining"].as_bool()), (Some("ok"), Some(true)), "it still serves");
 
     // Reads are served meanwhile; the process exits 0 once the operation ended.
     let op: Value = client.get(format!("{base}/api/v1/operations/{id}")).send().await.unwrap().json().await.unwrap();

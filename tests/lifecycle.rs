@@ -249,6 +249,8 @@ async fn plugins_and_health_are_listed() {
     let server = TestServer::start(dir.path()).await;
     let health = server.get("/healthz").await;
     assert_eq!(health.status, 200);
+    assert_eq!((health.body["status"].as_str(), health.body["draining"].as_bool()), (Some("ok"), Some(false)));
+    assert!(health.body["version"].is_string() && health.body["uptime_seconds"].is_u64(), "{:?}", health.body);
     let plugins = server.get("/api/v1/plugins").await.body;
     let demo =
         plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "demo").expect("demo is bundled").clone();

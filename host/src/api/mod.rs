@@ -89,11 +89,32 @@ pub fn router(state: AppState) -> Router {
     guard::guard(app, &access)
 }
 
-/// `GET /healthz`: 200 while the server runs; needs no token.
+/// `GET /healthz` answer: the process serves (whether it can take work is `/readyz`'s).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// Always `ok` (a process that does not serve does not answer).
+    status: &'static str,
+    /// The server's version.
+    version: &'static str,
+    /// The node that answered (`--node-id`).
+    node: String,
+    /// Seconds since it started.
+    uptime_seconds: u64,
+    /// Whether it drains before it stops (first SIGTERM).
+    draining: bool,
+}
+
+/// `GET /healthz`: 200 while the process serves; needs no token.
 #[utoipa::path(get, path = "/healthz", tag = "meta", security(()),
-    responses((status = 200, description = "The server runs", content_type = "text/plain", body = String, example = "ok")))]
-async fn healthz() -> &'static str {
-    "ok"
+    responses((status = 200, description = "The process serves", body = Health)))]
+async fn healthz(State(app): State<AppState>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        version: env!("CARGO_PKG_VERSION"),
+        node: app.engine.node().to_owned(),
+        uptime_seconds: app.status.started.elapsed().as_secs(),
+        draining: app.engine.draining(),
+    })
 }
 
 /// `GET /readyz` answer.
