@@ -532,6 +532,9 @@ async fn request_ids_are_echoed_in_snapshots_resumes_pongs_and_errors() {
     assert_eq!(answer(&mut ws).await, json!({"type": "pong", "id": "p"}));
     ws.send(json!({"type": "ping"})).await;
     assert_eq!(answer(&mut ws).await, json!({"type": "pong"}), "no id, none echoed");
+    ws.send(json!({"type": "ping", "id": {"not": "an id"}})).await;
+    let refused = answer(&mut ws).await;
+    assert_eq!((refused["code"].as_str(), refused.get("id")), (Some("bad_message"), None), "{refused}");
     let seq = first["seq"].as_u64().unwrap();
     ws.send(json!({"type": "subscribe", "topics": ["type:demo"], "since": seq, "id": "resume-1"})).await;
     let resumed = answer(&mut ws).await;

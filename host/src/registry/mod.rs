@@ -423,13 +423,20 @@ pub async fn load_file(
 
 /// The `*.wasm` files directly in `dir`, sorted; none if it does not exist.
 fn wasm_files(dir: &Path) -> Vec<PathBuf> {
+    files_with_extension(dir, "wasm")
+}
+
+/// The files directly in `dir` whose name ends in `.ext`, sorted; none (after
+/// a warning) if it cannot be read. The plugins and workflows directories
+/// are read this way.
+pub(crate) fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        tracing::warn!(dir = %dir.display(), "plugins directory not readable; skipped");
+        tracing::warn!(dir = %dir.display(), "directory not readable; skipped");
         return Vec::new();
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "wasm") && p.is_file())
+        .filter(|p| p.extension().is_some_and(|x| x == ext) && p.is_file())
         .collect();
     files.sort();
     files

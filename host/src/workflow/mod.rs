@@ -16,7 +16,7 @@ pub mod definition;
 pub mod template;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
@@ -130,7 +130,7 @@ impl Catalog {
     pub fn rescan(&self, registry: &Registry) {
         let mut seen: BTreeMap<PathBuf, Stamp> = BTreeMap::new();
         for dir in &self.dirs {
-            for path in toml_files(dir) {
+            for path in crate::registry::files_with_extension(dir, "toml") {
                 let stamp = std::fs::metadata(&path).map(|m| (m.len(), m.modified().ok())).unwrap_or((0, None));
                 seen.insert(path, stamp);
             }
@@ -235,18 +235,4 @@ impl Catalog {
             }
         });
     }
-}
-
-/// The `*.toml` files directly in `dir`, sorted; none if it does not exist.
-fn toml_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        tracing::warn!(dir = %dir.display(), "workflows directory not readable; skipped");
-        return Vec::new();
-    };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
-        .collect();
-    files.sort();
-    files
 }

@@ -244,6 +244,13 @@ async fn handle(
     }
     let message: ClientMessage =
         serde_json::from_str(text).map_err(|e| ("bad_message", format!("not a valid client message: {e}")))?;
+    if let ClientMessage::Subscribe { id: Some(id), .. }
+    | ClientMessage::Unsubscribe { id: Some(id), .. }
+    | ClientMessage::Ping { id: Some(id) } = &message
+        && !protocol::usable_id(id)
+    {
+        return Err(("bad_message", "id must be a string of at most 64 bytes, or a number".into()));
+    }
     match message {
         ClientMessage::Ping { id } => Ok(Some(ServerMessage::Pong { id }.to_text())),
         ClientMessage::Subscribe { topics, since, id } => {

@@ -71,9 +71,12 @@ pub(super) enum ServerMessage<'a> {
 /// most 64 bytes, or a number. It is echoed as it was sent.
 pub(super) fn request_id(text: &str) -> Option<serde_json::Value> {
     let message: serde_json::Value = serde_json::from_str(text).ok()?;
-    let id = message.get("id")?;
-    let usable = id.as_str().is_some_and(|s| s.len() <= 64) || id.is_number();
-    usable.then(|| id.clone())
+    message.get("id").filter(|id| usable_id(id)).cloned()
+}
+
+/// Whether `id` is a request id the server echoes.
+pub(super) fn usable_id(id: &serde_json::Value) -> bool {
+    id.as_str().is_some_and(|s| s.len() <= 64) || id.is_number()
 }
 
 impl ServerMessage<'_> {
