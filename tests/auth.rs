@@ -81,6 +81,8 @@ fn endpoint_table() -> Vec<Row> {
         ("GET", "/readyz", None, [&[200], &[200], &[200], &[200], &[200]]),
         ("GET", "/api/v1/openapi.json", None, [&[200], &[200], &[200], &[200], &[200]]),
         ("GET", "/api/v1/status", None, [&[401], &[401], &[200], &[200], &[200]]),
+        // Admins and the metrics role only: a viewer's scope is some targets, these span all.
+        ("GET", "/metrics", None, [&[401], &[401], &[403], &[403], &[200]]),
         ("GET", "/api/v1/plugins", None, [&[401], &[401], &[200], &[200], &[200]]),
         ("GET", "/api/v1/plugins/demo", None, [&[401], &[401], &[200], &[200], &[200]]),
         ("GET", "/api/v1/operations", None, [&[401], &[401], &[200], &[200], &[200]]),

@@ -3,6 +3,7 @@
 //!
 //! ```toml
 //! listen = "127.0.0.1:8080"
+//! metrics_listen = "10.0.0.11:9464"   # GET /metrics without a token, for Prometheus
 //! data = "./data"
 //! plugins = ["./plugins"]
 //! max_concurrent = 16          # operations running at once, all types
@@ -51,6 +52,13 @@ use crate::ws::WsConfig;
 pub struct ServerConfig {
     /// Address to listen on; port 0 picks a free one.
     pub listen: SocketAddr,
+    /// A second address that serves only `GET /metrics`, without a token
+    /// (`--metrics-listen`, `metrics_listen`): for a scraper on a private
+    /// network. The main address serves it to admins and the `metrics` role.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Whether metric series carry a `target` label (`metrics_target_labels`).
+    /// Off by default: targets are unbounded, and each one would be a series.
+    pub metrics_target_labels: bool,
     /// Data directory: `opal.redb` and, unless `cache_dir` says otherwise,
     /// the compiled-plugin cache.
     pub data_dir: PathBuf,
@@ -316,6 +324,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
+            metrics_target_labels: false,
             data_dir: PathBuf::from("data"),
             cache_dir: None,
             plugin_dirs: Vec::new(),
@@ -370,6 +380,8 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     listen: Option<SocketAddr>,
+    metrics_listen: Option<SocketAddr>,
+    metrics_target_labels: Option<bool>,
     data: Option<PathBuf>,
     cache: Option<PathBuf>,
     #[serde(default)]
@@ -510,6 +522,10 @@ impl ServerConfig {
         let mut config = ServerConfig::default();
         if let Some(listen) = file.listen {
             config.listen = listen;
+        }
+        config.metrics_listen = file.metrics_listen;
+        if let Some(on) = file.metrics_target_labels {
+            config.metrics_target_labels = on;
         }
         if let Some(data) = file.data {
             config.data_dir = base.join(data);

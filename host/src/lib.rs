@@ -44,6 +44,7 @@ pub mod server;
 pub mod space;
 pub mod status;
 pub mod store;
+pub mod telemetry;
 pub mod workflow;
 pub mod ws;
 

@@ -31,6 +31,8 @@ use crate::ws::SocketContext;
 pub struct RunningServer {
     /// The address it listens on (the real port, even for port 0).
     pub addr: SocketAddr,
+    /// The `--metrics-listen` address, if one was asked for (the real port).
+    pub metrics_addr: Option<SocketAddr>,
     engine: Engine,
     drain_timeout: std::time::Duration,
     shutdown: CancellationToken,
@@ -98,6 +100,8 @@ impl Publish for LateHub {
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     crate::auth::check_bind(config.listen, &config.auth).map_err(anyhow::Error::msg)?;
     config.check_capacity().map_err(anyhow::Error::msg)?;
+    // First, so that the plugins' compile and cache-load times are recorded.
+    let metrics = crate::telemetry::install(config.metrics_target_labels);
     let sink = Arc::new(LateHub { hub: OnceLock::new(), early: Mutex::new(Vec::new()) });
     let feed = crate::engine::Feed::default();
     let location = match &config.store_url {
@@ -185,7 +189,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         shutdown: shutdown.clone(),
     };
     let hooks = crate::api::Hooks::new(&config.hooks);
-    let state = AppState { engine: engine.clone(), registry, schedules, sockets, status, access, hooks };
+    if let Some(handle) = &metrics {
+        crate::telemetry::spawn_upkeep(handle.clone(), shutdown.clone());
+    }
+    let metrics_addr = match config.metrics_listen {
+        Some(at) => Some(serve_metrics(at, metrics.clone(), status.clone(), shutdown.clone()).await?),
+        None => None,
+    };
+    let state = AppState { engine: engine.clone(), registry, schedules, sockets, status, access, hooks, metrics };
     let app = router(state);
     let stop = shutdown.clone();
     let drainer = engine.clone();
@@ -207,5 +218,31 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         store_tasks.join().await;
         Ok(())
     });
-    Ok(RunningServer { addr, engine: drainer, drain_timeout: config.drain_timeout, shutdown, task })
+    Ok(RunningServer { addr, metrics_addr, engine: drainer, drain_timeout: config.drain_timeout, shutdown, task })
+}
+
+/// Serves `GET /metrics`, and nothing else, on `at` without a token: the
+/// `--metrics-listen` address, for a scraper on a private network.
+async fn serve_metrics(
+    at: SocketAddr,
+    handle: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    status: StatusSources,
+    shutdown: CancellationToken,
+) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(at).await.map_err(|e| anyhow::anyhow!("--metrics-listen {at}: {e}"))?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (handle, status) = (handle.clone(), status.clone());
+            async move { crate::api::metrics_text(handle.as_ref(), &status) }
+        }),
+    );
+    tracing::info!(%addr, "serving /metrics without a token");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+            tracing::warn!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(addr)
 }

@@ -33,9 +33,15 @@ impl Serve {
 
     /// [`Serve::start`] with more arguments.
     pub async fn start_with(data: &Path, config: &Path, args: &[&str]) -> Result<Serve, Exit> {
+        Self::start_on("127.0.0.1:0", data, config, args).await
+    }
+
+    /// [`Serve::start_with`] on the address `listen` (to restart a server on
+    /// the port it had).
+    pub async fn start_on(listen: &str, data: &Path, config: &Path, args: &[&str]) -> Result<Serve, Exit> {
         let logs = tempfile::tempdir().unwrap();
         let mut command = Command::new(crate::cluster::opal_bin());
-        command.args(["serve", "--listen", "127.0.0.1:0", "--data"]).arg(data).arg("--config").arg(config).args(args);
+        command.args(["serve", "--listen", listen, "--data"]).arg(data).arg("--config").arg(config).args(args);
         if let Some(url) = crate::cluster::store_for(data).await {
             command.args(["--store", &url]);
         }
@@ -80,6 +86,11 @@ impl Serve {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// What it printed on stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("out")).unwrap_or_default()
     }
 
     /// Its output so far.

@@ -55,6 +55,9 @@ pub struct AppState {
     pub access: Arc<Access>,
     /// Inbound webhooks.
     pub hooks: Arc<hooks::Hooks>,
+    /// The Prometheus recorder's handle (`None` if another recorder was
+    /// installed in this process first).
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// The whole HTTP app.
@@ -82,6 +85,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/plugins/{name}", get(get_plugin))
         .route("/api/v1/ws", get(websocket))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn(crate::telemetry::http_layer))
         .merge(crate::dashboard::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) })
         .layer(axum::middleware::from_fn_with_state(state.clone(), audit::refusals))
@@ -115,6 +120,43 @@ async fn healthz(State(app): State<AppState>) -> Json<Health> {
         uptime_seconds: app.status.started.elapsed().as_secs(),
         draining: app.engine.draining(),
     })
+}
+
+/// `GET /metrics`: the Prometheus text format, for admins and the `metrics`
+/// role (a viewer's scope is some targets; these figures span them all).
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses(
+        (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "No valid bearer token", body = Problem<'static>, content_type = "application/problem+json"),
+        (status = 403, description = "Neither admin nor the metrics role", body = Problem<'static>, content_type = "application/problem+json"),
+    ))]
+async fn metrics(State(app): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    if !caller.0.reads_metrics() {
+        return Err(ApiError::Forbidden(format!(
+            "reading /metrics takes the admin or metrics role; {} is a {}",
+            caller.0.name,
+            caller.0.role.as_str()
+        )));
+    }
+    Ok(metrics_text(app.metrics.as_ref(), &app.status))
+}
+
+/// The metrics page, or 503 if this process has no recorder of ours.
+pub fn metrics_text(
+    handle: Option<&metrics_exporter_prometheus::PrometheusHandle>,
+    status: &StatusSources,
+) -> Response {
+    use axum::response::IntoResponse;
+    match handle {
+        Some(handle) => (
+            [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            crate::telemetry::render(handle, &status.read()),
+        )
+            .into_response(),
+        None => {
+            ApiError::Unavailable("another metrics recorder was installed in this process first".into()).into_response()
+        }
+    }
 }
 
 /// `GET /readyz` answer.

@@ -134,6 +134,7 @@ impl Modify for BearerAuth {
         openapi_json,
         super::healthz,
         super::readyz,
+        super::metrics,
     ),
     components(schemas(
         Operation, OpError, Status, FieldError, Problem<'static>, NewOperation, NewSchedule, EventList, Schedule,
@@ -193,6 +194,7 @@ mod tests {
                 "/api/v1/schedules/{id}",
                 "/api/v1/status",
                 "/healthz",
+                "/metrics",
                 "/readyz",
             ]
         );

@@ -97,6 +97,11 @@ impl AuthSection {
             let hash = TokenHash::from_hex(&token.sha256).map_err(|e| format!("{at}: sha256: {e}"))?;
             let scope = match (token.role, token.targets) {
                 (Role::Admin, None) => Scope::All,
+                // A scraper sees no operation at all: an empty list of targets.
+                (Role::Metrics, None) => Scope::Targets(Vec::new().into()),
+                (Role::Metrics, Some(_)) => {
+                    return Err(format!("{at}: a metrics token reads only /metrics; drop targets"));
+                }
                 (Role::Admin, Some(_)) => {
                     return Err(format!("{at}: an admin sees every target; drop targets or pick another role"));
                 }

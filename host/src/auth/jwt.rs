@@ -86,7 +86,8 @@ pub fn verify(token: &str, secret: &[u8], now: u64) -> Result<Claims, AuthError>
     if claims.nbf.is_some_and(|nbf| nbf > now) {
         return Err(AuthError::Claims("the JWT is not valid yet (nbf)".into()));
     }
-    if claims.role != Role::Admin && claims.targets.as_ref().is_none_or(Vec::is_empty) {
+    let scoped = !matches!(claims.role, Role::Admin | Role::Metrics);
+    if scoped && claims.targets.as_ref().is_none_or(Vec::is_empty) {
         return Err(AuthError::Claims(format!("a {} JWT must list targets", claims.role.as_str())));
     }
     Ok(claims)

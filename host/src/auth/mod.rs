@@ -31,10 +31,14 @@ pub use limits::RateLimiter;
 pub use scope::{Scope, TargetGlob};
 pub use token::{ApiToken, TOKEN_PREFIX, TokenHash, generate_token};
 
-/// What a principal may do. Ordered: each role may do what the ones below it may.
+/// What a principal may do. Ordered: each role may do what the ones below it
+/// may, except that `/metrics` is for `metrics` and `admin` only (see
+/// `Principal::reads_metrics`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Read `GET /metrics` and nothing else: for a Prometheus scraper.
+    Metrics,
     /// Read operations, events, plugins, schedules and status within its targets.
     Viewer,
     /// A viewer that may also start and cancel operations, and create and
@@ -48,6 +52,7 @@ impl Role {
     /// The name used in config, JWTs and messages.
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Metrics => "metrics",
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
@@ -90,6 +95,12 @@ impl Principal {
     /// Whether the principal has at least `role`.
     pub fn has(&self, role: Role) -> bool {
         self.role >= role
+    }
+
+    /// Whether it may scrape `GET /metrics`: admins and the `metrics` role
+    /// (a viewer may not: the figures span every target).
+    pub fn reads_metrics(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Metrics)
     }
 
     /// Whether `target` is inside the principal's scope.
@@ -194,6 +205,7 @@ impl AuthConfig {
             let claims = verify_jwt(token, secret, now)?;
             let scope = match (claims.role, &claims.targets) {
                 (Role::Admin, _) => Scope::All,
+                (Role::Metrics, _) => Scope::Targets(Vec::new().into()),
                 (_, Some(targets)) => Scope::from_patterns(targets).map_err(AuthError::Claims)?,
                 (_, None) => return Err(AuthError::Claims("targets are required".into())),
             };

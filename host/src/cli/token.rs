@@ -23,7 +23,8 @@ fn parse_role(text: &str) -> Result<Role, String> {
         "admin" => Ok(Role::Admin),
         "operator" => Ok(Role::Operator),
         "viewer" => Ok(Role::Viewer),
-        _ => Err(format!("{text:?} is not a role: admin, operator or viewer")),
+        "metrics" => Ok(Role::Metrics),
+        _ => Err(format!("{text:?} is not a role: admin, operator, viewer or metrics")),
     }
 }
 
@@ -32,6 +33,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
 pub(crate) fn run(args: NewTokenArgs) -> anyhow::Result<()> {
     match (args.role, args.targets.is_empty()) {
         (Role::Admin, false) => anyhow::bail!("an admin sees every target; drop --target or pick another role"),
+        (Role::Metrics, false) => anyhow::bail!("a metrics token reads only /metrics; drop --target"),
         (Role::Operator | Role::Viewer, true) => {
             anyhow::bail!("a {} needs at least one --target pattern (`**` for every target)", args.role.as_str())
         }

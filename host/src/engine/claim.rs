@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use super::Inner;
 use super::runner;
@@ -93,15 +94,20 @@ fn claim(inner: &Inner, room: usize) -> Claim {
 /// with the plugin it was admitted with (or the same version, loaded here);
 /// or, for a workflow run, its driver.
 async fn start(inner: &Arc<Inner>, op: Operation) {
+    // Every line logged while it runs names the operation.
+    let span = tracing::info_span!("operation", id = %op.id, r#type = %op.op_type, target = %op.target);
     if let Some(flow) = inner.workflows.get(&op.op_type) {
         let switch = inner.lock_queue().insert(op.id, op.attempt, true);
         let task = inner.clone();
-        inner.tasks.spawn(async move {
-            let id = op.id;
-            super::drive::drive(&task, op, flow, switch).await;
-            task.lock_queue().finished(id);
-            task.room.notify_one();
-        });
+        inner.tasks.spawn(
+            async move {
+                let id = op.id;
+                super::drive::drive(&task, op, flow, switch).await;
+                task.lock_queue().finished(id);
+                task.room.notify_one();
+            }
+            .instrument(span),
+        );
         return;
     }
     let admitted = inner.admitted.lock().expect("admitted poisoned").remove(&op.id);
@@ -123,7 +129,7 @@ async fn start(inner: &Arc<Inner>, op: Operation) {
         task.lock_queue().finished(id);
         task.room.notify_one();
     };
-    inner.tasks.spawn_on(run, &handle);
+    inner.tasks.spawn_on(run.instrument(span), &handle);
 }
 
 /// Fails an operation whose plugin version is not loaded on this node.

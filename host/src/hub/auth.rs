@@ -16,11 +16,15 @@ pub trait Authorize: Send + Sync + 'static {
     fn may_subscribe(&self, principal: &Principal, topic: &Topic) -> bool;
 }
 
-/// Allows a topic unless it names a target outside the principal's scope.
+/// Allows a topic unless it names a target outside the principal's scope,
+/// or the principal's role reads nothing (`metrics`: only `GET /metrics`).
 pub struct TargetScopes;
 
 impl Authorize for TargetScopes {
     fn may_subscribe(&self, principal: &Principal, topic: &Topic) -> bool {
+        if !principal.has(crate::auth::Role::Viewer) {
+            return false;
+        }
         match topic {
             Topic::Target(target) => principal.sees(target),
             Topic::Operations | Topic::Type(_) | Topic::Op(_) | Topic::System => true,

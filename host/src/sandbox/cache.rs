@@ -73,6 +73,7 @@ pub(crate) fn load(
     wasm: &[u8],
     sha256: &str,
 ) -> Result<(Component, bool, Pending), SandboxError> {
+    let started = std::time::Instant::now();
     let path = artifact_path(dir, sha256, &engine_hash(engine));
     if path.exists() {
         // SAFETY: the file is one this module wrote with `precompile_component`
@@ -80,7 +81,10 @@ pub(crate) fn load(
         // directory owned by the host; Wasmtime also checks the header.
         #[allow(unsafe_code)]
         match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => return Ok((component, true, Pending { dir: dir.to_owned(), path, compiled: None })),
+            Ok(component) => {
+                crate::telemetry::plugin_load(true, started.elapsed());
+                return Ok((component, true, Pending { dir: dir.to_owned(), path, compiled: None }));
+            }
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "unusable cached artifact; recompiling")
             }
@@ -91,6 +95,7 @@ pub(crate) fn load(
     #[allow(unsafe_code)]
     let component =
         unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| SandboxError::Compile(format!("{e:#}")))?;
+    crate::telemetry::plugin_load(false, started.elapsed());
     Ok((component, false, Pending { dir: dir.to_owned(), path, compiled: Some(compiled) }))
 }
 

@@ -120,7 +120,9 @@ impl Component {
         let mut store =
             new_store(sandbox, instance, None, quick_limits(sandbox), None, &Grants::default(), NetPolicy::default())?;
         let info = call(&mut store, QUICK_CALL_LIMIT, async |store| {
+            let began = std::time::Instant::now();
             let instance = self.pre.instantiate_async(&mut *store).await?;
+            crate::telemetry::instantiate(began.elapsed());
             instance.call_describe(&mut *store).await
         })
         .await?;
@@ -142,7 +144,9 @@ impl Component {
         let mut store =
             new_store(sandbox, instance, None, quick_limits(sandbox), None, &Grants::default(), NetPolicy::default())?;
         let result = call(&mut store, QUICK_CALL_LIMIT, async |store| {
+            let began = std::time::Instant::now();
             let instance = self.pre.instantiate_async(&mut *store).await?;
+            crate::telemetry::instantiate(began.elapsed());
             instance.call_validate(&mut *store, params).await
         })
         .await?;
@@ -168,7 +172,9 @@ impl Component {
         let instance = sandbox.instance(None).await?;
         let mut store = new_store(sandbox, instance, Some(hooks), limits, Some(force_stop), grants, net)?;
         let result = call(&mut store, limits.timeout, async |store| {
+            let began = std::time::Instant::now();
             let instance = self.pre.instantiate_async(&mut *store).await?;
+            crate::telemetry::instantiate(began.elapsed());
             instance.call_run(&mut *store, target, params).await
         })
         .await?;

@@ -34,7 +34,7 @@ pub use filter::OperationFilter;
 pub use health::Condition;
 pub use outbox::Outbox;
 
-use crate::model::{Event, Operation, OperationId, Seq};
+use crate::model::{Event, EventKind, Operation, OperationId, Seq};
 use crate::schedule::Schedule;
 
 /// Where the records live.
@@ -196,11 +196,16 @@ impl Store {
 
     /// Queues `change` and waits until it is committed (or refused).
     pub async fn commit(&self, change: Change) -> Result<Receipt, StoreError> {
-        dispatch!(self, s => s.commit(change).await)
+        let counted = Counted::of(&change);
+        let receipt = dispatch!(self, s => s.commit(change).await)?;
+        counted.record(&receipt);
+        Ok(receipt)
     }
 
     /// Queues `change` without waiting for the commit. Its event is still
     /// published only once committed; use this where nobody waits on it.
+    /// (Nothing that the metrics count goes this way: lifecycle changes are
+    /// committed with [`Store::commit`].)
     pub async fn enqueue(&self, change: Change) -> Result<(), StoreError> {
         dispatch!(self, s => s.enqueue(change).await)
     }
@@ -302,5 +307,38 @@ impl Store {
 impl crate::hub::History for Store {
     fn replay(&self, after: Seq, upto: Seq) -> crate::hub::Replay<'_> {
         Box::pin(Store::replay(self, after, upto))
+    }
+}
+
+/// What a change adds to the operation metrics once it has committed.
+enum Counted {
+    Admitted(Arc<Operation>),
+    Transition(EventKind, Arc<Operation>),
+    Claim,
+    Nothing,
+}
+
+impl Counted {
+    fn of(change: &Change) -> Self {
+        match change {
+            Change::Admit { operation } => Counted::Admitted(operation.clone()),
+            Change::Operation { kind, operation, .. } => Counted::Transition(*kind, operation.clone()),
+            Change::Claim(_) => Counted::Claim,
+            Change::Audited { change, .. } => Counted::of(change),
+            _ => Counted::Nothing,
+        }
+    }
+
+    fn record(self, receipt: &Receipt) {
+        match self {
+            Counted::Admitted(op) => crate::telemetry::admitted(&op),
+            Counted::Transition(kind, op) => crate::telemetry::transition(kind, &op),
+            Counted::Claim => {
+                for op in &receipt.claimed {
+                    crate::telemetry::transition(EventKind::Started, op);
+                }
+            }
+            Counted::Nothing => {}
+        }
     }
 }

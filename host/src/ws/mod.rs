@@ -209,6 +209,9 @@ pub async fn serve(mut socket: WebSocket, cx: SocketContext, principal: Option<P
             () = sleep_until(expiry) => break (CLOSE_TOKEN_EXPIRED, "the token has expired; reconnect with a fresh one"),
         }
     };
+    if code == CLOSE_LAGGING {
+        crate::telemetry::slow_consumer_closed();
+    }
     let _ = send(&mut sink, Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from_static(reason) }))).await;
 }
 

@@ -41,11 +41,19 @@ pub(super) struct Outbox {
     due: Option<Instant>,
     /// When the last write went out.
     last_write: Option<Instant>,
+    /// Messages and bytes sent, for `/metrics`.
+    counters: crate::telemetry::SocketCounters,
 }
 
 impl Outbox {
     pub(super) fn new(delay: Duration) -> Self {
-        Outbox { held: Vec::new(), delay, due: None, last_write: None }
+        Outbox {
+            held: Vec::new(),
+            delay,
+            due: None,
+            last_write: None,
+            counters: crate::telemetry::SocketCounters::new(),
+        }
     }
 
     /// Takes `run` and whatever else is queued (up to [`BATCH`] runs held).
@@ -101,21 +109,28 @@ impl Outbox {
         self.last_write = Some(Instant::now());
         let runs = std::mem::take(&mut self.held);
         let skip = superseded(&runs);
+        let (mut messages, mut bytes) = (0, 0);
         let write = async {
             for (i, run) in runs.iter().enumerate() {
                 let skip = skip.as_ref().map(|s| &s[i]).filter(|s| s.contains(&true));
                 match (framing, skip) {
-                    (Framing::Lines, None) => sink.feed(Message::Text(run.joined().clone())).await?,
+                    (Framing::Lines, None) => {
+                        (messages, bytes) = (messages + run.len(), bytes + run.joined().len());
+                        sink.feed(Message::Text(run.joined().clone())).await?
+                    }
                     (Framing::Lines, Some(skip)) => {
                         let kept: Vec<&str> =
                             run.iter().zip(skip).filter(|(_, skip)| !**skip).map(|(f, _)| f.as_str()).collect();
                         if !kept.is_empty() {
-                            sink.feed(Message::Text(kept.join("\n").into())).await?;
+                            let frame = kept.join("\n");
+                            (messages, bytes) = (messages + kept.len(), bytes + frame.len());
+                            sink.feed(Message::Text(frame.into())).await?;
                         }
                     }
                     (Framing::OnePerFrame, skip) => {
                         for (j, frame) in run.iter().enumerate() {
                             if !skip.is_some_and(|s| s[j]) {
+                                (messages, bytes) = (messages + 1, bytes + frame.len());
                                 sink.feed(Message::Text(frame.clone())).await?;
                             }
                         }
@@ -124,7 +139,9 @@ impl Outbox {
             }
             sink.flush().await
         };
-        matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())))
+        let written = matches!(tokio::time::timeout(limit, write).await, Ok(Ok(())));
+        self.counters.sent(messages, bytes);
+        written
     }
 }
 

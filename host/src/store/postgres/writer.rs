@@ -56,6 +56,7 @@ pub(super) async fn run(pool: Pool, mut rx: mpsc::Receiver<Append>, node: Arc<st
             }
         }
         let mut tries = 0;
+        let started = std::time::Instant::now();
         let result = loop {
             tries += 1;
             match write_batch(&pool, &batch, &node, &outbox.rules()).await {
@@ -65,6 +66,7 @@ pub(super) async fn run(pool: Pool, mut rx: mpsc::Receiver<Append>, node: Arc<st
         };
         match result {
             Ok((outcomes, new_work, events)) => {
+                crate::telemetry::commit(started.elapsed(), batch.len());
                 health.ok();
                 if !events.is_empty() {
                     // The feed publishes them in seq order with every other node's.

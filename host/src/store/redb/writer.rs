@@ -72,8 +72,10 @@ pub(super) fn spawn(
                     }
                 }
                 let before = queue.pending();
+                let started = std::time::Instant::now();
                 match write_batch(&db, &batch, last_seq, &mut queue, &shared.outbox.rules()) {
                     Ok((outcomes, events, new_work)) => {
+                        crate::telemetry::commit(started.elapsed(), batch.len());
                         if let Some(last) = events.last() {
                             last_seq = last.seq;
                         }
