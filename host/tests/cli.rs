@@ -56,11 +56,14 @@ fn serve_prints_its_address_answers_and_stops_on_sigterm() {
     };
     assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
     let stderr = stderr.join().unwrap();
+    // stderr is a pipe, so the logs are JSON lines, and the notice is one of them.
+    let notice = "opal: dev mode: no credentials are configured, so every caller is admin";
     assert!(
         stderr
             .lines()
-            .any(|l| l.starts_with("opal: dev mode: no credentials are configured, so every caller is admin")),
-        "the dev-mode notice on stderr: {stderr:?}"
+            .any(|l| serde_json::from_str::<serde_json::Value>(l).is_ok_and(|line| line["level"] == "WARN"
+                && line["fields"]["message"].as_str().is_some_and(|m| m.starts_with(notice)))),
+        "the dev-mode notice on stderr, as a JSON line: {stderr:?}"
     );
 }
 

@@ -94,7 +94,11 @@ pub(crate) async fn schedules(args: SchedulesArgs) -> anyhow::Result<u8> {
         }
         Some(SchedulesCommand::Delete { id }) => {
             remote.delete(&format!("/api/v1/schedules/{}", encode(&id))).await?;
-            println!("deleted schedule {id}");
+            if args.json {
+                println!("{}", json!({"deleted": id}));
+            } else {
+                println!("deleted schedule {id}");
+            }
         }
     }
     Ok(exit::OK)

@@ -325,7 +325,7 @@ fn draw(ops: &BTreeMap<String, Value>, note: &str) {
     let shown: Vec<&Value> = active.into_iter().chain(done.into_iter().rev()).take(rows.saturating_sub(3)).collect();
     let mut screen = String::from("\x1b[H\x1b[2J");
     screen.push_str(&format!(
-        "opal ops watch: {} operations{}\n",
+        "opal ops watch ({} operations){}\n",
         ops.len(),
         if note.is_empty() { String::new() } else { format!(" ({note})") }
     ));
