@@ -371,3 +371,70 @@ async fn an_unreachable_server_or_a_refused_token_is_one_line_and_exit_3() {
     assert!(String::from_utf8_lossy(&forbidden.stderr).contains("forbidden"), "{forbidden:?}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn run_follows_across_a_server_restart_without_a_gap_or_a_repeat() {
+    use opal_tests::serve::Serve;
+    let dir = tempfile::tempdir().unwrap();
+    let (data, config) = (dir.path().join("data"), dir.path().join("opal.toml"));
+    std::fs::write(&config, "").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Serve::start_on(&listen, &data, &config, &[]).await.expect("opal serve starts");
+    let mut child = opal(&server.base, &["run", "--json", "demo", "srv-20", "-p", "steps=30", "-p", "step_ms=100"])
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines: Vec<Value> = Vec::new();
+    // Follow until it runs, then the server dies (SIGKILL) and comes back on its port.
+    while !lines.iter().any(|l| l["event"] == "operation.progress") {
+        let line = tokio::time::timeout(Duration::from_secs(30), stdout.next_line()).await.unwrap().unwrap().unwrap();
+        lines.push(serde_json::from_str(&line).unwrap());
+    }
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let server = Serve::start_on(&listen, &data, &config, &[]).await.expect("opal serve restarts");
+    while let Some(line) = tokio::time::timeout(Duration::from_secs(60), stdout.next_line()).await.unwrap().unwrap() {
+        lines.push(serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")));
+    }
+    let status = child.wait().await.unwrap();
+    let id = lines[0]["operation"]["id"].as_str().unwrap();
+    let last = lines.last().unwrap();
+    let end =
+        reqwest::get(format!("{}/api/v1/operations/{id}", server.base)).await.unwrap().json::<Value>().await.unwrap();
+    // Whatever recovery made of it (re-queued and completed, or failed as
+    // interrupted), the client saw that end and exits with it.
+    assert_eq!(last["operation"]["status"], end["status"], "{last}");
+    let expected = match end["status"].as_str() {
+        Some("completed") => 0,
+        Some("failed") => 1,
+        other => panic!("unexpected end {other:?}"),
+    };
+    assert_eq!(status.code(), Some(expected), "{end}");
+    // Events on both sides of the restart, each once, in seq order.
+    let seqs: Vec<u64> = lines.iter().filter(|l| l["type"] == "event").map(|l| l["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "no repeat, in order: {seqs:?}");
+    let stored = reqwest::get(format!("{}/api/v1/operations/{id}/events", server.base))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    let lifecycle = |e: &Value| e["event"] != "operation.progress" && e["event"] != "operation.log";
+    let stored_seqs: Vec<u64> = stored["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| lifecycle(e))
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    let seen: Vec<u64> =
+        lines.iter().filter(|l| l["type"] == "event" && lifecycle(l)).map(|l| l["seq"].as_u64().unwrap()).collect();
+    // The snapshot covers what came before it; every lifecycle event after it was seen.
+    let snapshot = lines.iter().find(|l| l["type"] == "snapshot").expect("a snapshot")["seq"].as_u64().unwrap();
+    let after: Vec<u64> = stored_seqs.iter().copied().filter(|s| *s > snapshot).collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|s| seen.contains(s)),
+        "{seen:?} of {stored_seqs:?} after {snapshot}"
+    );
+}
