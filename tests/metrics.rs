@@ -172,6 +172,13 @@ async fn metrics_count_what_happened_and_are_only_for_admins_and_scrapers() {
     let (status, _) = request(reqwest::Method::GET, &format!("{base}/api/v1/operations"), Some(SCRAPER), None).await;
     assert_eq!(status, 403);
 
+    // Nor may it follow anything on the WebSocket.
+    let stream = opal_tests::ws_open(&ws_url, &[("authorization", &format!("Bearer {SCRAPER}"))]).await.unwrap();
+    let mut scraper = WsClient::greeted(stream).await;
+    scraper.send(json!({"type": "subscribe", "topics": ["operations"], "id": "s1"})).await;
+    let refused = scraper.recv().await;
+    assert_eq!((refused["type"].as_str(), refused["code"].as_str()), (Some("error"), Some("forbidden")), "{refused}");
+
     // --metrics-listen serves /metrics without a token, and only that.
     let line =
         server.stdout().lines().find_map(|l| l.strip_prefix("metrics on ").map(str::to_owned)).expect("its address");
