@@ -29,7 +29,7 @@ use axum::extract::ws::Utf8Bytes;
 
 pub use auth::{Authorize, Principal, TargetScopes};
 pub use lag::LAG_CAP;
-pub use queue::{COALESCE_FROM, Frames, Receiver, superseded};
+pub use queue::{COALESCE_FROM, Frames, MAX_JOINED_BYTES, Receiver, join_lines, superseded};
 pub use resume::Resumed;
 pub use topic::{EventKey, Topic, UnknownTopic};
 

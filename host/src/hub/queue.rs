@@ -31,7 +31,33 @@ pub struct Frames {
     /// Per frame, for live events that carry an operation's state; empty for
     /// runs that are never coalesced (snapshots, replays, backlogs).
     states: Vec<Option<StateOf>>,
-    joined: OnceLock<Utf8Bytes>,
+    joined: OnceLock<Vec<Utf8Bytes>>,
+}
+
+/// Most bytes of messages joined into one text frame (a single larger
+/// message is a frame of its own). Each socket copies a frame whole into
+/// its write buffer, which keeps that capacity for the life of the socket:
+/// with runs joined whole, a wave of 200 operations left 1,000 sockets
+/// holding about 100 KiB each (heaptrack; docs/performance.md).
+pub const MAX_JOINED_BYTES: usize = 16 * 1024;
+
+/// `messages` joined by `\n` into frames of at most [`MAX_JOINED_BYTES`].
+pub fn join_lines<'a>(messages: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut frames = Vec::new();
+    let mut text = String::new();
+    for message in messages {
+        if !text.is_empty() && text.len() + 1 + message.len() > MAX_JOINED_BYTES {
+            frames.push(std::mem::take(&mut text));
+        }
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(message);
+    }
+    if !text.is_empty() {
+        frames.push(text);
+    }
+    frames
 }
 
 impl Frames {
@@ -81,20 +107,12 @@ impl Frames {
     }
 
     /// The messages joined by `\n`, for a socket that takes several messages
-    /// per frame. Joined on first use, then shared.
-    pub fn joined(&self) -> &Utf8Bytes {
+    /// per frame: in frames of at most [`MAX_JOINED_BYTES`]. Joined on first
+    /// use, then shared by every socket that sends this run whole.
+    pub fn joined(&self) -> &[Utf8Bytes] {
         self.joined.get_or_init(|| match self.frames.as_slice() {
-            [one] => one.clone(),
-            many => {
-                let mut text = String::with_capacity(many.iter().map(|f| f.len() + 1).sum());
-                for (i, frame) in many.iter().enumerate() {
-                    if i > 0 {
-                        text.push('\n');
-                    }
-                    text.push_str(frame.as_str());
-                }
-                Utf8Bytes::from(text)
-            }
+            [one] => vec![one.clone()],
+            many => join_lines(many.iter().map(Utf8Bytes::as_str)).into_iter().map(Utf8Bytes::from).collect(),
         })
     }
 }
@@ -211,8 +229,24 @@ mod tests {
 
     #[test]
     fn joined_is_the_messages_one_per_line_and_a_single_frame_is_itself() {
-        assert_eq!(run(&[r#"{"a":1}"#, r#"{"b":2}"#]).joined().as_str(), "{\"a\":1}\n{\"b\":2}");
-        assert_eq!(run(&[r#"{"a":1}"#]).joined().as_str(), r#"{"a":1}"#);
+        let joined = run(&[r#"{"a":1}"#, r#"{"b":2}"#]);
+        assert_eq!(joined.joined().iter().map(Utf8Bytes::as_str).collect::<Vec<_>>(), ["{\"a\":1}\n{\"b\":2}"]);
+        assert_eq!(run(&[r#"{"a":1}"#]).joined()[0].as_str(), r#"{"a":1}"#);
+    }
+
+    #[test]
+    fn joined_frames_stay_under_the_limit_and_keep_every_message_whole_and_in_order() {
+        let messages: Vec<String> =
+            (0..100).map(|i| format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(500))).collect();
+        let big = "y".repeat(MAX_JOINED_BYTES + 10);
+        let all: Vec<&str> = messages.iter().map(String::as_str).chain([big.as_str(), "{}"]).collect();
+        let frames = join_lines(all.iter().copied());
+        assert!(frames.len() > 3, "{} frames", frames.len());
+        let lines: Vec<&str> = frames.iter().flat_map(|f| f.split('\n')).collect();
+        assert_eq!(lines, all, "every message once, whole, in order");
+        for frame in &frames {
+            assert!(frame.len() <= MAX_JOINED_BYTES || !frame.contains('\n'), "only a lone message may be larger");
+        }
     }
 
     #[test]

@@ -115,15 +115,18 @@ impl Outbox {
                 let skip = skip.as_ref().map(|s| &s[i]).filter(|s| s.contains(&true));
                 match (framing, skip) {
                     (Framing::Lines, None) => {
-                        (messages, bytes) = (messages + run.len(), bytes + run.joined().len());
-                        sink.feed(Message::Text(run.joined().clone())).await?
+                        messages += run.len();
+                        for frame in run.joined() {
+                            bytes += frame.len();
+                            sink.feed(Message::Text(frame.clone())).await?;
+                        }
                     }
                     (Framing::Lines, Some(skip)) => {
                         let kept: Vec<&str> =
                             run.iter().zip(skip).filter(|(_, skip)| !**skip).map(|(f, _)| f.as_str()).collect();
-                        if !kept.is_empty() {
-                            let frame = kept.join("\n");
-                            (messages, bytes) = (messages + kept.len(), bytes + frame.len());
+                        messages += kept.len();
+                        for frame in crate::hub::join_lines(kept) {
+                            bytes += frame.len();
                             sink.feed(Message::Text(frame.into())).await?;
                         }
                     }
