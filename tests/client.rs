@@ -347,6 +347,10 @@ async fn an_unreachable_server_or_a_refused_token_is_one_line_and_exit_3() {
     assert!(ran.stderr.starts_with("error: cannot reach the Opal server at"), "{:?}", ran.stderr);
     let ran = run(&nowhere, &["run", "demo", "srv-1", "-p", "steps=1"]).await;
     assert_eq!(ran.code, 3, "{ran:?}");
+    // A --server that is no URL is a usage error: exit 2, saying why.
+    let ran = run("ftp://example.com", &["ops"]).await;
+    assert_eq!(ran.code, 2, "{ran:?}");
+    assert!(ran.stderr.contains("must start with http:// or https://"), "{ran:?}");
 
     let server = TestServer::start_with(dir.path(), |config| {
         config.auth =

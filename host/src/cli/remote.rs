@@ -149,11 +149,11 @@ impl Remote {
     /// Checks the URL; nothing is sent yet.
     pub(crate) fn new(args: &RemoteArgs) -> anyhow::Result<Self> {
         let base = args.server.trim_end_matches('/').to_owned();
-        let url = reqwest::Url::parse(&base).map_err(|e| anyhow::anyhow!("--server {base:?} is not a URL: {e}"))?;
-        anyhow::ensure!(
-            matches!(url.scheme(), "http" | "https"),
-            "--server {base:?} must start with http:// or https://"
-        );
+        let url = reqwest::Url::parse(&base)
+            .map_err(|e| ClientError::Usage(format!("--server {base:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ClientError::Usage(format!("--server {base:?} must start with http:// or https://")).into());
+        }
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(60))
