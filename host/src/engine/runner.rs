@@ -63,7 +63,7 @@ pub(super) async fn run(
                         break Err(Fault::ForcedStop);
                     }
                     () = inner.shutdown.cancelled() => {
-                        hand_back(inner, op).await;
+                        Box::pin(hand_back(inner, op)).await;
                         return;
                     }
                     Some(line) = log_rx.recv() => {
@@ -104,7 +104,10 @@ pub(super) async fn run(
     } else {
         tracing::info!(op = %op.id, r#type = %op.op_type, status = op.status.as_str(), "operation ended");
     }
-    record_end(inner, kind, op, at).await;
+    // Boxed, like `hand_back` above: awaited inline, these futures would
+    // widen the state the runner holds for the whole run (6.9 KB instead
+    // of 4.5 KB per running operation).
+    Box::pin(record_end(inner, kind, op, at)).await;
 }
 
 /// Commits the run's terminal transition (or its retry). While the store is unavailable
