@@ -49,4 +49,10 @@ sleep 4
 curl -s "http://127.0.0.1:$PORT/api/v1/status"; echo
 echo "== $N running"; by_mapping $PID
 grep -E "^(Rss|Pss)" /proc/$PID/smaps_rollup
+# glibc's own account of the heap (in use against held), where gdb is installed.
+if command -v gdb >/dev/null; then
+  gdb -p $PID -batch -ex "call (void)malloc_stats()" >/dev/null 2>&1
+  sleep 0.5
+  grep -A2 -E "^(Arena|Total)" "$D/err"
+fi
 kill -9 $PID; wait $PID 2>/dev/null; rm -rf "$D"
