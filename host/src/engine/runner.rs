@@ -68,7 +68,7 @@ pub(super) async fn run(
                     }
                     Some(line) = log_rx.recv() => {
                         panic.observe(&line);
-                        let _ = store.enqueue(log(&op, line)).await;
+                        let _ = store.enqueue(log(&op, *line)).await;
                     }
                     live = throttle.next() => {
                         apply(&mut op, live);
@@ -83,7 +83,7 @@ pub(super) async fn run(
     // The sandbox is gone; whatever it queued is still ours to record, in order.
     while let Ok(line) = log_rx.try_recv() {
         panic.observe(&line);
-        let _ = store.enqueue(log(&op, line)).await;
+        let _ = store.enqueue(log(&op, *line)).await;
     }
     // A completed run's terminal event carries its final state, so a pending
     // progress update would only repeat it; a failed or cancelled run's last

@@ -41,8 +41,10 @@ pub struct LogLine {
 pub struct RunHooks {
     /// The live progress the throttle reads.
     pub progress: watch::Sender<LiveProgress>,
-    /// Log lines, bounded: a plugin that outruns the store waits.
-    pub logs: mpsc::Sender<LogLine>,
+    /// Log lines, bounded: a plugin that outruns the store waits. Boxed:
+    /// the channel allocates its first block of 32 slots up front, for
+    /// every running operation, and a slot is a pointer rather than a line.
+    pub logs: mpsc::Sender<Box<LogLine>>,
     /// Set when someone asks to cancel; `progress.cancelled()` reads it.
     pub cancel: Arc<AtomicBool>,
     /// Set to stop the guest by force; it stops within one epoch tick.
@@ -168,7 +170,7 @@ impl HostState {
 /// awaited while the store is busy elsewhere.
 #[derive(Clone)]
 pub(super) struct LogSink {
-    logs: mpsc::Sender<LogLine>,
+    logs: mpsc::Sender<Box<LogLine>>,
     budget: Arc<LogBudget>,
 }
 
@@ -177,7 +179,7 @@ impl LogSink {
     pub(super) async fn send(&self, line: LogLine) {
         if let Some(line) = self.budget.admit(line) {
             // A closed channel means the run is over; the line has nowhere to go.
-            let _ = self.logs.send(line).await;
+            let _ = self.logs.send(Box::new(line)).await;
         }
     }
 }

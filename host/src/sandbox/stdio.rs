@@ -20,7 +20,7 @@ const MAX_LINE: usize = 8192;
 /// A WASI output stream whose lines become log lines at `level`.
 pub(super) struct LogStream {
     pub(super) level: LogLevel,
-    pub(super) logs: mpsc::Sender<LogLine>,
+    pub(super) logs: mpsc::Sender<Box<LogLine>>,
     pub(super) budget: Arc<LogBudget>,
 }
 
@@ -44,7 +44,7 @@ impl StdoutStream for LogStream {
 /// Splits bytes into lines and sends each one, waiting when the log queue is full.
 struct LineWriter {
     level: LogLevel,
-    logs: PollSender<LogLine>,
+    logs: PollSender<Box<LogLine>>,
     budget: Arc<LogBudget>,
     pending: Vec<u8>,
 }
@@ -66,7 +66,7 @@ impl LineWriter {
         let text = String::from_utf8_lossy(&self.pending[..end]).trim_end_matches(['\n', '\r']).to_owned();
         self.pending.drain(..end);
         match self.budget.admit(LogLine { level: self.level, message: capped(text), at: Timestamp::now() }) {
-            Some(line) => drop(self.logs.send_item(line)),
+            Some(line) => drop(self.logs.send_item(Box::new(line))),
             // Over the log limit: the bytes are consumed and the plugin goes on.
             None => {
                 self.logs.abort_send();
