@@ -56,9 +56,10 @@ pub trait Host {
     fn cancelled(&self) -> bool;
 
     /// Sleeps for `duration`, or until a cancel is requested, whichever comes
-    /// first. The default sleeps on the real clock in slices of
-    /// [`CANCEL_POLL`], asking `cancelled()` between them: the contract has no
-    /// way to wake a sleeping plugin, so this is how a cancel reaches one.
+    /// first. Inside a component this is `progress.sleep`, which the host
+    /// serves and a cancel ends at once. The default, for a host that cannot
+    /// wake a sleeper, sleeps on the real clock in slices of [`CANCEL_POLL`],
+    /// asking `cancelled()` between them.
     fn sleep(&self, duration: Duration) {
         let deadline = Instant::now().checked_add(duration);
         while !self.cancelled() {
@@ -71,9 +72,10 @@ pub trait Host {
     }
 }
 
-/// How often a sleeping plugin asks whether it was cancelled. A cancel thus
-/// reaches a sleeping plugin within this long, far inside the host's grace
-/// period (5 s by default), at the cost of one cheap host call per slice.
+/// How often a wait that the host cannot wake (an HTTP response, a socket,
+/// the default [`Host::sleep`]) asks whether it was cancelled. A cancel thus
+/// reaches such a wait within this long, far inside the host's grace period
+/// (5 s by default), at the cost of one cheap host call per slice.
 pub const CANCEL_POLL: Duration = Duration::from_millis(100);
 
 /// The handle `Plugin::run` receives.
@@ -256,12 +258,11 @@ impl Context {
         if self.cancelled() { Err(Error::Cancelled) } else { Ok(()) }
     }
 
-    /// Sleeps for `duration`, returning early (within [`CANCEL_POLL`]) if the
-    /// operation is cancelled meanwhile: follow it with
-    /// `ctx.check_cancelled()?`. In a component the sleep blocks on a WASI
-    /// clock that the host serves asynchronously, so a sleeping plugin costs
-    /// no thread and still honours timeouts; in [`crate::testing`] it only
-    /// advances a virtual clock.
+    /// Sleeps for `duration`, returning early, at once, if the operation is
+    /// cancelled meanwhile: follow it with `ctx.check_cancelled()?`. In a
+    /// component the host serves the sleep (`progress.sleep`), so a sleeping
+    /// plugin costs no thread and no CPU and still honours timeouts; in
+    /// [`crate::testing`] it only advances a virtual clock.
     pub fn sleep(&self, duration: Duration) {
         self.run.host.sleep(duration);
     }

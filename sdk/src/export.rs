@@ -5,6 +5,8 @@
 //! so a native test takes the same steps as the host's call. Natively the
 //! bindings compile but are never called.
 
+use std::time::Duration;
+
 use crate::bindings::opal::plugin::progress;
 use crate::bindings::opal::plugin::types as wit;
 pub use crate::plugin::CrateMeta;
@@ -70,8 +72,7 @@ fn to_wit_fields(errors: Vec<FieldError>) -> Vec<wit::FieldError> {
     errors.into_iter().map(|e| wit::FieldError { field: e.field, message: e.message }).collect()
 }
 
-/// The host as seen from inside a component: the WIT imports. `sleep`
-/// is the trait's default: real time, in slices, checking for a cancel.
+/// The host as seen from inside a component: the WIT imports.
 struct WitHost;
 
 impl crate::context::Host for WitHost {
@@ -95,5 +96,11 @@ impl crate::context::Host for WitHost {
     }
     fn cancelled(&self) -> bool {
         progress::cancelled()
+    }
+    /// The host's `progress.sleep`: the plugin is not woken until the time
+    /// is up or a cancel ends it (a sub-millisecond rest counts as 1 ms).
+    fn sleep(&self, duration: Duration) {
+        let ms = u64::try_from(duration.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX);
+        progress::sleep(ms);
     }
 }

@@ -54,7 +54,7 @@ fn hooks() -> RunHooks {
     let (progress, _) = tokio::sync::watch::channel(Default::default());
     let (logs, mut rx) = tokio::sync::mpsc::channel(1024);
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    RunHooks { progress, logs, cancel: Arc::new(AtomicBool::new(false)), force_stop: Arc::new(AtomicBool::new(false)) }
+    RunHooks { progress, logs, cancel: Default::default(), force_stop: Arc::new(AtomicBool::new(false)) }
 }
 
 /// One run of the faulty plugin in `mode`, in seconds.

@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::{CancelError, Engine, Inner};
 use crate::model::{AuditEntry, EventKind, Operation, OperationId, Status, Timestamp};
 use crate::store::{Change, Expect, StoreError};
@@ -13,8 +15,9 @@ use crate::store::{Change, Expect, StoreError};
 /// The two-stage stop of one running operation.
 #[derive(Default)]
 pub(super) struct CancelSwitch {
-    /// Asked to stop: `progress.cancelled()` returns true.
-    pub(super) requested: Arc<AtomicBool>,
+    /// Asked to stop: `progress.cancelled()` returns true, and a
+    /// `progress.sleep` in progress returns at once.
+    pub(super) requested: CancellationToken,
     /// Set when the grace period is over: the epoch callback traps a
     /// computing guest at its next tick.
     pub(super) forced: Arc<AtomicBool>,
@@ -118,7 +121,7 @@ impl Inner {
             who.get_or_insert_with(|| by.to_owned());
             first
         };
-        switch.requested.store(true, Ordering::Relaxed);
+        switch.requested.cancel();
         switch.asked.notify_one();
         if !first {
             return;

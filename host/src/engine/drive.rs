@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -223,7 +222,7 @@ impl<'a> Run<'a> {
     }
 
     fn cancelled(&self) -> Result<(), Stop> {
-        if self.switch.requested.load(Ordering::Relaxed) { Err(Stop::Cancel) } else { Ok(()) }
+        if self.switch.requested.is_cancelled() { Err(Stop::Cancel) } else { Ok(()) }
     }
 
     /// Runs step `index`: its children, at most `max_parallel` at once.
@@ -258,7 +257,7 @@ impl<'a> Run<'a> {
         let mut cancelling = false;
         let mut retry_at: Option<tokio::time::Instant> = None;
         loop {
-            if !cancelling && self.switch.requested.load(Ordering::Relaxed) {
+            if !cancelling && self.switch.requested.is_cancelled() {
                 cancelling = true;
                 stopping = true;
                 self.cancel_children(&active).await;

@@ -6,7 +6,7 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// The `opal:plugin` package version this host implements (`wit/plugin.wit`).
-pub const WIT_VERSION: semver::Version = semver::Version::new(0, 1, 1);
+pub const WIT_VERSION: semver::Version = semver::Version::new(0, 1, 2);
 
 /// The WASI and `opal:plugin` interfaces a component imports, by name.
 pub(super) fn imports(engine: &Engine, component: &Component) -> Vec<String> {
@@ -72,11 +72,12 @@ mod tests {
     fn compatibility_follows_semver_with_0_x_minors_as_majors() {
         let v = semver::Version::parse;
         assert!(compatible(&v("0.1.0").unwrap()), "an older patch");
-        assert!(compatible(&v("0.1.1").unwrap()));
+        assert!(compatible(&v("0.1.1").unwrap()), "an older patch");
+        assert!(compatible(&v("0.1.2").unwrap()));
         assert!(!compatible(&v("0.2.0").unwrap()), "a newer minor in 0.x");
-        assert!(!compatible(&v("0.1.2").unwrap()), "newer than the host");
+        assert!(!compatible(&v("0.1.3").unwrap()), "newer than the host");
         assert!(!compatible(&v("1.0.0").unwrap()));
         let refusal = refusal(&v("0.2.0").unwrap());
-        assert!(refusal.contains("opal:plugin@0.2.0") && refusal.contains("opal:plugin@0.1.1"), "{refusal}");
+        assert!(refusal.contains("opal:plugin@0.2.0") && refusal.contains("opal:plugin@0.1.2"), "{refusal}");
     }
 }

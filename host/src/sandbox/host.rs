@@ -6,8 +6,10 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -45,8 +47,9 @@ pub struct RunHooks {
     /// the channel allocates its first block of 32 slots up front, for
     /// every running operation, and a slot is a pointer rather than a line.
     pub logs: mpsc::Sender<Box<LogLine>>,
-    /// Set when someone asks to cancel; `progress.cancelled()` reads it.
-    pub cancel: Arc<AtomicBool>,
+    /// Cancelled when someone asks to cancel: `progress.cancelled()` reads
+    /// it, and it wakes a `progress.sleep`.
+    pub cancel: CancellationToken,
     /// Set to stop the guest by force; it stops within one epoch tick.
     pub force_stop: Arc<AtomicBool>,
 }
@@ -264,7 +267,32 @@ impl progress::Host for HostState {
     }
 
     fn cancelled(&mut self) -> bool {
-        self.hooks.as_ref().is_some_and(|h| h.cancel.load(Ordering::Relaxed))
+        self.hooks.as_ref().is_some_and(|h| h.cancel.is_cancelled())
+    }
+
+    async fn sleep(&mut self, ms: u64) -> bool {
+        sleep_unless_cancelled(ms, self.hooks.as_ref().map(|h| &h.cancel)).await
+    }
+}
+
+/// `progress.sleep`: waits `ms`, or until `cancel` (none outside a run:
+/// nothing cancels `describe` or `validate`, which have their own time
+/// limit). True if a cancel was asked. The guest's fiber stays suspended
+/// the whole time, so a sleeping plugin costs no CPU.
+async fn sleep_unless_cancelled(ms: u64, cancel: Option<&CancellationToken>) -> bool {
+    let nap = tokio::time::sleep(Duration::from_millis(ms));
+    match cancel {
+        None => {
+            nap.await;
+            false
+        }
+        Some(cancel) => {
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => true,
+                () = nap => cancel.is_cancelled(),
+            }
+        }
     }
 }
 
@@ -286,6 +314,31 @@ mod tests {
         assert!(marker.message.contains("log limit reached") && marker.message.contains("9 bytes"), "{marker:?}");
         assert!(budget.admit(line("1")).is_none(), "after the marker, nothing");
         assert!(budget.admit(line("")).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sleep_lasts_its_time_unless_a_cancel_ends_it_at_once() {
+        let cancel = CancellationToken::new();
+        let started = tokio::time::Instant::now();
+        assert!(!sleep_unless_cancelled(1_500, Some(&cancel)).await, "no cancel was asked");
+        assert_eq!(started.elapsed(), Duration::from_millis(1_500));
+
+        let started = tokio::time::Instant::now();
+        let asked = cancel.clone();
+        let asker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            asked.cancel();
+        });
+        assert!(sleep_unless_cancelled(600_000, Some(&cancel)).await, "the cancel ended the sleep");
+        assert_eq!(started.elapsed(), Duration::from_millis(250), "woken at the cancel, not at a poll");
+        asker.await.unwrap();
+
+        let started = tokio::time::Instant::now();
+        // The longest sleep a guest can ask for is clamped by tokio, not a panic.
+        assert!(sleep_unless_cancelled(u64::MAX, Some(&cancel)).await, "asked before the call");
+        assert_eq!(started.elapsed(), Duration::ZERO);
+
+        assert!(!sleep_unless_cancelled(20, None).await, "outside a run nothing cancels");
     }
 
     #[test]
