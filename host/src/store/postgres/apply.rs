@@ -220,12 +220,19 @@ async fn put_notification(txn: &Transaction<'_>, n: &crate::model::Notification)
     Ok(())
 }
 
+/// Records `entry`; an entry with its id already there is replaced, as in
+/// the redb file. A request's entry is written again when its first attempt
+/// was refused and it is retried (a cancel that lost the race to a claim
+/// goes on to cancel the run), and it ends with the retry's result.
 async fn put_audit(txn: &Transaction<'_>, entry: &AuditEntry) -> Result<(), tokio_postgres::Error> {
     let data = serde_json::to_string(entry).expect("an audit entry serializes");
     txn.execute(
         &txn.prepare_cached(
             "INSERT INTO opal_audit (id, at_ms, principal, action, object, result, data)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET at_ms = EXCLUDED.at_ms, principal = EXCLUDED.principal,
+                 action = EXCLUDED.action, object = EXCLUDED.object, result = EXCLUDED.result,
+                 data = EXCLUDED.data",
         )
         .await?,
         &[
