@@ -111,8 +111,10 @@ impl Outbox {
         let skip = superseded(&runs);
         let (mut messages, mut bytes) = (0, 0);
         let write = async {
-            for (i, run) in runs.iter().enumerate() {
-                let skip = skip.as_ref().map(|s| &s[i]).filter(|s| s.contains(&true));
+            let mut first = 0;
+            for run in &runs {
+                let skip = skip.as_ref().map(|s| &s[first..first + run.len()]).filter(|s| s.contains(&true));
+                first += run.len();
                 match (framing, skip) {
                     (Framing::Lines, None) => {
                         messages += run.len();
