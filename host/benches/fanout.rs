@@ -43,11 +43,11 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 /// What a received text frame is, for either server.
-enum Frame {
+enum Frame<'a> {
     /// Subscribed: Opal's snapshot, socket.io's `hello`.
     Ready,
-    /// An operation event.
-    Event { terminal: bool },
+    /// An operation event; if terminal, the event after its name.
+    Event { terminal: Option<&'a str> },
     /// An engine.io ping, to be answered with "3".
     Ping,
     /// Anything else (socket.io's open and connect packets).
@@ -55,24 +55,25 @@ enum Frame {
 }
 
 /// Classifies a message from its first bytes only.
-fn split(text: &str) -> Frame {
+fn split(text: &str) -> Frame<'_> {
     if text == "2" {
         Frame::Ping
     } else if text.starts_with(r#"{"type":"snapshot""#) || text.starts_with(r#"42["hello""#) {
         Frame::Ready
     } else if text.starts_with(r#"{"type":"event""#) || text.starts_with(r#"42["event""#) {
-        Frame::Event { terminal: is_terminal(&text[payload_start(text)..]) }
+        Frame::Event { terminal: terminal_rest(&text[payload_start(text)..]) }
     } else {
         Frame::Other
     }
 }
 
-/// Whether an event object (`{"type":"event","seq":N,"event":"…"`) is terminal.
-fn is_terminal(event: &str) -> bool {
+/// Whether an event object (`{"type":"event","seq":N,"event":"…"`) is
+/// terminal; if it is, the event after its name.
+fn terminal_rest(event: &str) -> Option<&str> {
     const PREFIX: &str = r#"{"type":"event","seq":"#;
-    let rest = event.get(PREFIX.len()..).unwrap_or("").trim_start_matches(|c: char| c.is_ascii_digit());
-    let name = rest.strip_prefix(r#","event":"operation."#).unwrap_or("");
-    ["completed\"", "failed\"", "cancelled\""].iter().any(|end| name.starts_with(end))
+    let rest = event.get(PREFIX.len()..)?.trim_start_matches(|c: char| c.is_ascii_digit());
+    let name = rest.strip_prefix(r#","event":"operation."#)?;
+    ["completed\"", "failed\"", "cancelled\""].iter().find_map(|end| name.strip_prefix(end))
 }
 
 /// Where the JSON event object starts: at once for Opal, after `42["event",` for socket.io.
@@ -80,16 +81,46 @@ fn payload_start(text: &str) -> usize {
     if text.starts_with("42[") { text.find(',').map_or(0, |i| i + 1) } else { 0 }
 }
 
-/// The `at` timestamp and the operation id of an event, found without a full
-/// JSON parse: both servers write `"at":"…","operation":{"id":"…"` in that order.
-fn terminal_fields(payload: &str) -> (&str, &str) {
-    let string_after = |text: &str, key: &str| -> (usize, usize) {
-        let start = text.find(key).unwrap_or_else(|| panic!("{key} in {payload}")) + key.len();
-        (start, start + text[start..].find('"').expect("a closing quote"))
+/// The `at` timestamp and the operation id of a terminal event, given the
+/// event after its name ([`terminal_rest`]). Opal writes
+/// `"at":"…","operation":{"id":"…"` right after the name, so both are read
+/// there without a search; otherwise (socket.io) they are searched for: both
+/// servers write them in that order.
+fn terminal_fields(rest: &str) -> (&str, &str) {
+    let fixed = || {
+        let (at, rest) = rest.strip_prefix(r#","at":""#)?.split_once('"')?;
+        Some((at, rest.strip_prefix(r#","operation":{"id":""#)?.split_once('"')?.0))
     };
-    let (a, b) = string_after(payload, r#""at":""#);
-    let (c, d) = string_after(&payload[b..], r#""operation":{"id":""#);
-    (&payload[a..b], &payload[b + c..b + d])
+    fixed().unwrap_or_else(|| {
+        let string_after = |text: &str, key: &str| -> (usize, usize) {
+            let start = text.find(key).unwrap_or_else(|| panic!("{key} in {rest}")) + key.len();
+            (start, start + text[start..].find('"').expect("a closing quote"))
+        };
+        let (a, b) = string_after(rest, r#""at":""#);
+        let (c, d) = string_after(&rest[b..], r#""operation":{"id":""#);
+        (&rest[a..b], &rest[b + c..b + d])
+    })
+}
+
+/// A few bytes of text kept inline: a terminal event's `at` or operation id,
+/// noted by a client without allocating while the wave arrives.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Short {
+    len: u8,
+    bytes: [u8; 40],
+}
+
+impl Short {
+    fn new(text: &str) -> Short {
+        let mut bytes = [0; 40];
+        assert!(text.len() <= bytes.len(), "{text} is longer than expected");
+        bytes[..text.len()].copy_from_slice(text.as_bytes());
+        Short { len: text.len() as u8, bytes }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).expect("copied from a str")
+    }
 }
 
 struct Args {
@@ -342,42 +373,46 @@ async fn main() {
                     .await
                     .unwrap();
             }
-            // Per operation: its terminal event's `at` (parsed after the run)
-            // and when it arrived.
-            let mut terminal: HashMap<String, (String, SystemTime)> = HashMap::with_capacity(expected);
+            // Each terminal event's `at` and operation id (parsed after the
+            // run), and when the frame that carried it arrived.
+            let mut terminal: Vec<(Short, Short, SystemTime)> = Vec::with_capacity(expected);
             let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
-            let mut bytes = 0;
+            let (mut events, mut frames, mut bytes) = (0, 0, 0);
             while terminal.len() < expected {
                 let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, ws.next()).await else { break };
                 let Message::Text(text) = message else { continue };
-                frames_received.fetch_add(1, Ordering::Relaxed);
-                for text in text.as_str().split('\n') {
-                    // The clients share the machine with the server: parse only
-                    // what is measured, so the client side is not the bottleneck.
-                    let (frame, payload) = match split(text) {
+                let received = SystemTime::now();
+                frames += 1;
+                // The clients share the machine with the server: they parse
+                // only what is measured, and allocate nothing per event, so
+                // that the client side costs little more than the transport
+                // floor's readers (benches/loopback.rs).
+                let text = text.as_str();
+                let mut start = 0;
+                for end in memchr::memchr_iter(b'\n', text.as_bytes()).chain([text.len()]) {
+                    let line = &text[start..end];
+                    start = end + 1;
+                    match split(line) {
                         Frame::Ping => {
                             let _ = ws.send(Message::Text("3".into())).await;
-                            continue;
                         }
-                        other => (other, &text[payload_start(text)..]),
-                    };
-                    match frame {
                         Frame::Ready => {
                             let _ = ready.send(()).await;
                         }
-                        Frame::Event { terminal: is_terminal } => {
-                            delivered.fetch_add(1, Ordering::Relaxed);
-                            bytes += payload.len() as u64;
-                            if is_terminal {
-                                let received = SystemTime::now();
-                                let (at, id) = terminal_fields(payload);
-                                terminal.insert(id.to_owned(), (at.to_owned(), received));
+                        Frame::Event { terminal: rest } => {
+                            events += 1;
+                            bytes += (line.len() - payload_start(line)) as u64;
+                            if let Some(rest) = rest {
+                                let (at, id) = terminal_fields(rest);
+                                terminal.push((Short::new(at), Short::new(id), received));
                             }
                         }
-                        Frame::Ping | Frame::Other => {}
+                        Frame::Other => {}
                     }
                 }
             }
+            delivered.fetch_add(events, Ordering::Relaxed);
+            frames_received.fetch_add(frames, Ordering::Relaxed);
             event_bytes.fetch_add(bytes, Ordering::Relaxed);
             // The socket stays open until every client is done, as a
             // dashboard's would: clients that close as they finish would put
@@ -413,24 +448,32 @@ async fn main() {
     .await;
     assert!(posts.iter().all(Option::is_some), "every POST is accepted");
 
-    let mut latencies = Vec::new();
-    let mut by_commit = Vec::new();
-    let mut lost = 0;
+    let mut received = Vec::with_capacity(a.clients);
     let mut open = Vec::with_capacity(a.clients);
     for client in clients {
         let (terminal, ws) = client.await.unwrap();
+        received.push(terminal);
         open.push(ws);
-        lost += a.operations - terminal.len();
-        for (at, received) in terminal.into_values() {
-            let at = humantime::parse_rfc3339(&at).unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_of(&servers) - cpu_before;
+    let clients_cpu = process_cpu_seconds("self") - clients_cpu_before;
+    let (mut latencies, mut by_commit, mut lost, mut duplicates) = (Vec::new(), Vec::new(), 0, 0);
+    for terminal in received {
+        // Each operation ends once: a second terminal event for one is
+        // counted as a duplicate, and the first is the one measured.
+        let mut seen = std::collections::HashSet::with_capacity(terminal.len());
+        let count = terminal.len();
+        let firsts: Vec<_> = terminal.into_iter().filter(|(_, id, _)| seen.insert(*id)).collect();
+        duplicates += count - firsts.len();
+        lost += a.operations - firsts.len();
+        for (at, _, received) in firsts {
+            let at = humantime::parse_rfc3339(at.as_str()).unwrap();
             let latency = received.duration_since(at).unwrap_or_default().as_secs_f64() * 1000.0;
             latencies.push(latency);
             by_commit.push((at, latency));
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = cpu_of(&servers) - cpu_before;
-    let clients_cpu = process_cpu_seconds("self") - clients_cpu_before;
     drop(open);
     let events = delivered.load(Ordering::Relaxed);
     latencies.sort_by(|x, y| x.partial_cmp(y).unwrap());
@@ -468,6 +511,7 @@ async fn main() {
         "clients": a.clients, "operations": a.operations, "steps": a.steps, "step_ms": a.step_ms,
         "progress_window_ms": a.window_ms,
         "lost_terminal_events": lost,
+        "duplicate_terminal_events": duplicates,
         "terminal_latency_ms": {"p50": percentile(&latencies, 0.5), "p99": percentile(&latencies, 0.99),
                                 "max": latencies.last().copied().unwrap_or(f64::NAN)},
         "events_delivered": events,
@@ -491,4 +535,5 @@ async fn main() {
         latency_timeline(by_commit);
     }
     assert_eq!(lost, 0, "terminal events were lost");
+    assert_eq!(duplicates, 0, "terminal events were delivered twice");
 }
